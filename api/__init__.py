@@ -1,0 +1,1 @@
+"""HTTP: routes, wire format, auth, the error-to-HTTP mapping, gzip bodies."""

@@ -1,0 +1,55 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import redis
+from fastapi import FastAPI
+from sqlalchemy import text
+from starlette.responses import Response
+
+from api import errors
+from api.deps import Services
+from api.envelope import failure, success
+from api.gzip_body import GzipRequestMiddleware
+from api.routes import batches, jobs
+from core.config import Settings
+from scheduler.db import engine_from_settings, make_sessionmaker
+from scheduler.intake import Intake
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    services = Services(
+        settings=settings,
+        sessions=make_sessionmaker(engine_from_settings(settings)),
+        redis=redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5),
+        intake=Intake(settings.devices),
+        secret_key=settings.resolved_secret_key(),
+    )
+    app = FastAPI(
+        title="atomfleet",
+        version="0.1.0",
+        description="Batch and job API of a neutral-atom quantum cloud (Pasqal Cloud compatible).",
+    )
+    app.state.services = services
+    app.add_middleware(GzipRequestMiddleware)
+    errors.install(app)
+    app.include_router(batches.router)
+    app.include_router(jobs.router)
+
+    @app.get("/healthz", tags=["operations"], summary="Health")
+    def healthz() -> Response:
+        """200 when the store and Redis answer."""
+        problems = []
+        try:
+            with services.sessions() as session:
+                session.execute(text("SELECT 1"))
+        except Exception as exc:  # noqa: BLE001
+            problems.append(f"database: {exc}")
+        try:
+            services.redis.ping()
+        except redis.RedisError as exc:
+            problems.append(f"redis: {exc}")
+        return failure(503, problems) if problems else success({"ok": True})
+
+    return app

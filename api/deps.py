@@ -1,0 +1,73 @@
+"""Per-process services of the API and the request dependencies built on them."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+import redis
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.config import Settings
+from core.errors import AuthenticationError
+from core.names import RedisKeys
+from scheduler.accounts import authenticate
+from scheduler.intake import Intake
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    sessions: sessionmaker[Session]
+    redis: redis.Redis
+    intake: Intake
+    secret_key: str
+
+    @property
+    def keys(self) -> RedisKeys:
+        return RedisKeys(self.settings.namespace)
+
+    def wake_dispatcher(self) -> None:
+        """Tell the dispatcher work arrived; never fails the request (it also polls)."""
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.lpush(self.keys.dispatch_wakeup, 1)
+            pipe.ltrim(self.keys.dispatch_wakeup, 0, 0)
+            pipe.execute()
+        except redis.RedisError:
+            log.warning("could not wake the dispatcher; it will find the work on its next poll")
+
+
+def services(request: Request) -> Services:
+    svc: Services = request.app.state.services
+    return svc
+
+
+def db_session(svc: Annotated[Services, Depends(services)]) -> Iterator[Session]:
+    with svc.sessions.begin() as session:
+        yield session
+
+
+_bearer = HTTPBearer(auto_error=False, description="An API token from `atomfleet admin`.")
+
+
+def current_user(
+    svc: Annotated[Services, Depends(services)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str:
+    """The id of the authenticated user."""
+    if credentials is None:
+        raise AuthenticationError("missing bearer token")
+    with svc.sessions() as session:
+        return authenticate(session, credentials.credentials).id
+
+
+ServicesDep = Annotated[Services, Depends(services)]
+SessionDep = Annotated[Session, Depends(db_session)]
+UserDep = Annotated[str, Depends(current_user)]

@@ -1,0 +1,43 @@
+"""The JSend-like envelopes the clients read: `data` on success, `data.description` on error."""
+
+from __future__ import annotations
+
+import json
+from http import HTTPStatus
+from typing import Any
+
+from starlette.responses import Response
+
+
+def _json(payload: Any) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+
+
+def success(
+    data: Any, status_code: int = 200, pagination: dict[str, int] | None = None
+) -> Response:
+    payload: dict[str, Any] = {
+        "status": "success",
+        "code": status_code,
+        "message": "OK.",
+        "data": data,
+    }
+    if pagination is not None:
+        payload["pagination"] = pagination
+    return Response(_json(payload), status_code=status_code, media_type="application/json")
+
+
+def failure(status_code: int, description: list[str] | str) -> Response:
+    items = [description] if isinstance(description, str) else description
+    payload = {
+        "status": "fail",
+        "code": status_code,
+        "message": HTTPStatus(status_code).phrase,
+        "data": {"description": items},
+    }
+    return Response(_json(payload), status_code=status_code, media_type="application/json")
+
+
+def raw(data: Any) -> Response:
+    """A bare JSON object, as the results download returns it."""
+    return Response(_json(data), media_type="application/json")

@@ -1,0 +1,83 @@
+"""The one place where errors become HTTP responses; every error body is a JSON envelope."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from api.envelope import failure
+from core.errors import (
+    AuthenticationError,
+    ConflictError,
+    InvalidRequestError,
+    NotFoundError,
+    ServiceUnavailableError,
+)
+
+log = logging.getLogger(__name__)
+
+
+def field_path(loc: tuple[int | str, ...]) -> str:
+    """`('body', 'jobs', 2, 'runs')` -> `jobs[2].runs`."""
+    parts = [p for p in loc if p not in ("body", "query", "path", "header")]
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "body"
+
+
+def validation_messages(exc: ValidationError | RequestValidationError) -> list[str]:
+    messages = []
+    for err in exc.errors():
+        field = field_path(tuple(err.get("loc", ())))
+        reason = err.get("msg", "invalid")
+        if err.get("type") == "json_invalid":
+            field, reason = "body", f"not valid JSON: {err.get('ctx', {}).get('error', reason)}"
+        messages.append(f"{field}: {reason}")
+    return messages
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(InvalidRequestError)
+    async def _invalid(_: Request, exc: InvalidRequestError) -> Response:
+        return failure(422, exc.messages)
+
+    @app.exception_handler(RequestValidationError)
+    async def _request_invalid(_: Request, exc: RequestValidationError) -> Response:
+        return failure(422, validation_messages(exc))
+
+    @app.exception_handler(ValidationError)
+    async def _model_invalid(_: Request, exc: ValidationError) -> Response:
+        return failure(422, validation_messages(exc))
+
+    @app.exception_handler(NotFoundError)
+    async def _not_found(_: Request, exc: NotFoundError) -> Response:
+        return failure(404, str(exc))
+
+    @app.exception_handler(ConflictError)
+    async def _conflict(_: Request, exc: ConflictError) -> Response:
+        return failure(409, str(exc))
+
+    @app.exception_handler(AuthenticationError)
+    async def _unauthenticated(_: Request, exc: AuthenticationError) -> Response:
+        response = failure(401, str(exc))
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+
+    @app.exception_handler(ServiceUnavailableError)
+    async def _unavailable(_: Request, exc: ServiceUnavailableError) -> Response:
+        return failure(503, str(exc))
+
+    @app.exception_handler(HTTPException)
+    async def _http(_: Request, exc: HTTPException) -> Response:
+        return failure(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> Response:
+        log.exception("unhandled error", exc_info=exc)
+        return failure(500, "internal error")

@@ -1,0 +1,57 @@
+"""Jobs: get (v2, with the built sequence), results link (v1) and the signed download."""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from api import signing
+from api.deps import ServicesDep, UserDep
+from api.envelope import raw, success
+from api.serializers import job_dict
+from core.errors import NotFoundError
+from scheduler import queries
+
+router = APIRouter(tags=["jobs"])
+
+
+@router.get("/api/v2/jobs/{job_id}", summary="Get Job")
+def get_job(job_id: str, svc: ServicesDep, user_id: UserDep) -> Response:
+    """A job, with `sequence`: the built Pulser sequence it runs."""
+    with svc.sessions() as session:
+        job = queries.get_job(session, user_id, job_id)
+        batch = queries.get_batch(session, user_id, job.batch_id)
+        data = job_dict(job)
+        data["sequence"] = queries.job_sequence(job, batch)
+    return success(data)
+
+
+@router.get("/api/v1/jobs/{job_id}/results_link", summary="Get Job Results Link")
+def results_link(job_id: str, request: Request, svc: ServicesDep, user_id: UserDep) -> Response:
+    """A pre-signed, expiring URL to download the job's result; null until it exists."""
+    with svc.sessions() as session:
+        job = queries.get_job(session, user_id, job_id)
+        has_result = queries.get_result(session, job.id) is not None
+    if not has_result:
+        return success({"results_link": None})
+    expires = int(time.time()) + svc.settings.results_link_ttl_s
+    query = urlencode(
+        {"expires": expires, "signature": signing.sign(svc.secret_key, job_id, expires)}
+    )
+    base = svc.settings.public_url.rstrip("/") or str(request.base_url).rstrip("/")
+    return success({"results_link": f"{base}/api/v1/results/{job_id}?{query}"})
+
+
+@router.get("/api/v1/results/{job_id}", summary="Download Job Result", include_in_schema=True)
+def download_result(job_id: str, expires: int, signature: str, svc: ServicesDep) -> Response:
+    """The result as a bare JSON object `{counter, serialised_results}`; no auth, signed URL."""
+    if not signing.verify(svc.secret_key, job_id, expires, signature):
+        raise NotFoundError("result", job_id)
+    with svc.sessions() as session:
+        result = queries.get_result(session, job_id)
+        if result is None:
+            raise NotFoundError("result", job_id)
+        return raw({"counter": result.counter, "serialised_results": result.serialised_results})

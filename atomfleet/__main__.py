@@ -1,0 +1,3 @@
+from atomfleet.cli import main
+
+main()

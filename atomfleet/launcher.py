@@ -1,0 +1,206 @@
+"""`atomfleet run`: services, migrations, API, scheduler and one worker per emulator on this
+machine, then a demo batch per emulator with live progress bars, until Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from atomfleet.demo import DEMO_DEVICES, demo_request, demo_sequence
+from atomfleet.services import ServiceError, Started, ensure_redis
+from core.config import Settings
+
+TERMINAL = {"DONE", "ERROR", "CANCELED"}
+
+
+class Fleet:
+    """The child processes of a one-machine run; stopping it stops all of them."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def start(self, name: str, *args: str) -> None:
+        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "atomfleet", *(args or (name,))],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        self.children.append((name, proc))
+
+    def dead(self) -> list[str]:
+        return [name for name, proc in self.children if proc.poll() is not None]
+
+    def stop(self) -> None:
+        for _, proc in self.children:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for _, proc in self.children:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+class Client:
+    """A minimal HTTP client of our own API (standard library only)."""
+
+    def __init__(self, base: str, token: str = "") -> None:
+        self.base = base
+        self.token = token
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        url = path if path.startswith("http") else self.base + path
+        req = urllib.request.Request(url, data=data, method=method)
+        req.add_header("Content-Type", "application/json")
+        if self.token and not path.startswith("http"):
+            req.add_header("Authorization", f"Bearer {self.token}")
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            payload = json.loads(resp.read())
+        return payload.get("data", payload) if isinstance(payload, dict) else payload
+
+
+def run(settings: Settings, demo: bool = True) -> int:
+    data_dir = settings.data_dir.resolve()
+    log_dir = data_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    print(f"atomfleet: data and logs in {data_dir}")
+    try:
+        redis_service = ensure_redis(settings.redis_url, data_dir)
+    except ServiceError as exc:
+        print(f"atomfleet: {exc}", file=sys.stderr)
+        return 1
+    env = {
+        **os.environ,
+        "ATOMFLEET_REDIS_URL": redis_service.url,
+        "ATOMFLEET_DATA_DIR": str(data_dir),
+        "PYTHONUNBUFFERED": "1",
+    }
+    print(f"atomfleet: Redis at {redis_service.url}")
+    print(f"atomfleet: database at {settings.resolved_database_url()}")
+    fleet = Fleet(env, log_dir)
+    try:
+        return _run(settings, env, fleet, redis_service, demo)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        print("\natomfleet: stopping…")
+        fleet.stop()
+        redis_service.stop()
+        print("atomfleet: stopped")
+
+
+def _run(
+    settings: Settings, env: dict[str, str], fleet: Fleet, redis_service: Started, demo: bool
+) -> int:
+    subprocess.run([sys.executable, "-m", "atomfleet", "migrate"], env=env, check=True)
+    boot = subprocess.run(
+        [sys.executable, "-m", "atomfleet", "admin", "bootstrap",
+         "--user", f"demo-{int(time.time())}", "--project", "demo"],
+        env=env, check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    account = json.loads(boot.stdout.strip().splitlines()[-1])
+    base = f"http://{settings.api_host}:{settings.api_port}"
+    fleet.start("api")
+    fleet.start("scheduler")
+    for device in DEMO_DEVICES:
+        fleet.start(f"worker-{device}", "worker", "--device", device)
+    client = Client(base, account["token"])
+    _wait_healthy(client, fleet)
+    print(f"atomfleet: API on {base} (docs: {base}/docs)")
+    print(f"atomfleet: demo token {account['token']} for project {account['project_id']}")
+    if demo:
+        _demo(client, account["project_id"], fleet)
+    print("atomfleet: serving; press Ctrl-C to stop")
+    while not fleet.dead():
+        time.sleep(1)
+    print(f"atomfleet: {', '.join(fleet.dead())} exited; see {fleet.log_dir}", file=sys.stderr)
+    return 1
+
+
+def _wait_healthy(client: Client, fleet: Fleet, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            client.call("GET", "/healthz")
+            return
+        except (urllib.error.URLError, ConnectionError, OSError):
+            if fleet.dead() or time.monotonic() > deadline:
+                raise SystemExit(f"atomfleet: the API did not start; see {fleet.log_dir}") from None
+            time.sleep(0.3)
+
+
+def _demo(client: Client, project_id: str, fleet: Fleet) -> None:
+    sequence = demo_sequence()
+    batches = []
+    for device in DEMO_DEVICES:
+        batch = client.call("POST", "/api/v1/batches", demo_request(project_id, device, sequence))
+        batches.append(batch)
+        print(f"atomfleet: submitted batch {batch['id']} ({len(batch['jobs'])} jobs) to {device}")
+    jobs = [(b["device_type"], job) for b in batches for job in b["jobs"]]
+    board = ProgressBoard(sys.stdout.isatty())
+    while True:
+        states = [client.call("GET", f"/api/v2/jobs/{job['id']}") for _, job in jobs]
+        board.draw([(device, state) for (device, _), state in zip(jobs, states, strict=True)])
+        if all(s["status"] in TERMINAL for s in states):
+            break
+        if fleet.dead():
+            raise SystemExit(f"atomfleet: {', '.join(fleet.dead())} exited; see {fleet.log_dir}")
+        time.sleep(0.3)
+    for b in batches:
+        batch = client.call("GET", f"/api/v2/batches/{b['id']}")
+        print(f"\n{batch['device_type']}: batch {batch['status']} {batch['jobs_count_per_status']}")
+        for job in b["jobs"]:
+            link = client.call("GET", f"/api/v1/jobs/{job['id']}/results_link")["results_link"]
+            if not link:
+                state = client.call("GET", f"/api/v2/jobs/{job['id']}")
+                print(f"  {job['variables']}: {state['status']} {state.get('errors') or ''}")
+                continue
+            counter = client.call("GET", link)["counter"]
+            top = sorted(counter.items(), key=lambda kv: -kv[1])[:4]
+            shown = "  ".join(f"{bits}:{n}" for bits, n in top)
+            print(f"  {job['variables']}  top bitstrings  {shown}")
+    print()
+
+
+class ProgressBoard:
+    """Progress bars per job: redrawn in place on a terminal, else printed on change."""
+
+    def __init__(self, tty: bool) -> None:
+        self.tty = tty
+        self.drawn = 0
+        self.last: list[str] = []
+
+    def draw(self, rows: list[tuple[str, dict[str, Any]]]) -> None:
+        lines = [self._line(device, job) for device, job in rows]
+        if self.tty:
+            if self.drawn:
+                sys.stdout.write(f"\x1b[{self.drawn}F")
+            sys.stdout.write("".join(f"\x1b[2K{line}\n" for line in lines))
+            self.drawn = len(lines)
+        else:
+            for line, old in zip(lines, self.last or [""] * len(lines), strict=True):
+                if line != old:
+                    print(line)
+        self.last = lines
+        sys.stdout.flush()
+
+    @staticmethod
+    def _line(device: str, job: dict[str, Any]) -> str:
+        progress = int(job.get("progress") or 0)
+        filled = progress * 30 // 100
+        bar = "█" * filled + "·" * (30 - filled)
+        variables = ", ".join(f"{k}={v}" for k, v in (job.get("variables") or {}).items())
+        return f"{device:<9} {job['id'][:8]} [{bar}] {progress:3d}% {job['status']:<8} {variables}"

@@ -1,0 +1,68 @@
+"""Domain enums. Their values are exactly what the public clients accept on the wire."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class JobStatus(StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    DONE = "DONE"
+    ERROR = "ERROR"
+    CANCELED = "CANCELED"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_JOB_STATUSES
+
+
+TERMINAL_JOB_STATUSES = frozenset({JobStatus.DONE, JobStatus.ERROR, JobStatus.CANCELED})
+ACTIVE_JOB_STATUSES = frozenset({JobStatus.PENDING, JobStatus.RUNNING})
+
+
+class BatchStatus(StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    DONE = "DONE"
+    ERROR = "ERROR"
+    CANCELED = "CANCELED"
+    TIMED_OUT = "TIMED_OUT"
+
+
+class DeviceType(StrEnum):
+    EMU_MPS = "EMU_MPS"
+    EMU_SV = "EMU_SV"
+    EMU_FREE = "EMU_FREE"
+    EMU_TN = "EMU_TN"
+    EMU_FRESNEL = "EMU_FRESNEL"
+    FRESNEL = "FRESNEL"
+
+    @property
+    def is_emulator(self) -> bool:
+        return self.value.startswith("EMU_")
+
+
+class QueuePriority(StrEnum):
+    """Scheduling level of a batch; HIGH is always served before MEDIUM, MEDIUM before LOW."""
+
+    HIGH = "HIGH"
+    MEDIUM = "MEDIUM"
+    LOW = "LOW"
+
+    @property
+    def rank(self) -> int:
+        """0 for the most urgent level: sorts HIGH, MEDIUM, LOW."""
+        return _PRIORITY_RANK[self]
+
+
+_PRIORITY_RANK = {QueuePriority.HIGH: 0, QueuePriority.MEDIUM: 1, QueuePriority.LOW: 2}
+
+
+class EventKind(StrEnum):
+    """What a worker reports about a job on the event stream."""
+
+    RUNNING = "RUNNING"
+    PROGRESS = "PROGRESS"
+    DONE = "DONE"
+    ERROR = "ERROR"

@@ -1,0 +1,59 @@
+"""Every name that crosses a process boundary: queues, Redis keys, streams, tasks."""
+
+from __future__ import annotations
+
+from core.enums import DeviceType, QueuePriority
+
+RUN_JOB_TASK = "atomfleet.run_job"
+EVENTS_GROUP = "scheduler"
+
+_LEVEL = {QueuePriority.HIGH: "high", QueuePriority.MEDIUM: "medium", QueuePriority.LOW: "low"}
+
+
+def queue_name(device_type: DeviceType, priority: QueuePriority) -> str:
+    """Celery queue of one device type and level, e.g. `EMU_MPS.high`."""
+    return f"{device_type.value}.{_LEVEL[priority]}"
+
+
+def device_queues(device_type: DeviceType) -> list[str]:
+    """The queues a worker of `device_type` consumes, most urgent first."""
+    return [queue_name(device_type, p) for p in sorted(QueuePriority, key=lambda p: p.rank)]
+
+
+class RedisKeys:
+    """Redis keys of one deployment; `namespace` keeps deployments and test runs apart."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+
+    @property
+    def celery_prefix(self) -> str:
+        """Celery's `global_keyprefix`: queues live under the namespace too."""
+        return f"{self.namespace}:celery:"
+
+    @property
+    def events_stream(self) -> str:
+        return f"{self.namespace}:events"
+
+    @property
+    def dispatch_wakeup(self) -> str:
+        """A list the dispatcher blocks on; intake and the events consumer push to it."""
+        return f"{self.namespace}:dispatch:wakeup"
+
+    def lease(self, job_id: str) -> str:
+        """Held by the worker running a job, renewed while it runs."""
+        return f"{self.namespace}:lease:{job_id}"
+
+    def current_attempt(self, job_id: str) -> str:
+        """The attempt the scheduler last dispatched; older messages are dropped."""
+        return f"{self.namespace}:attempt:{job_id}"
+
+    def cancel_flag(self, job_id: str) -> str:
+        return f"{self.namespace}:cancel:{job_id}"
+
+    def celery_queue(self, queue: str) -> str:
+        return f"{self.celery_prefix}{queue}"
+
+    @property
+    def celery_unacked(self) -> str:
+        return f"{self.celery_prefix}unacked"

@@ -1,0 +1,1 @@
+"""One driver per device family behind one interface (`base.DeviceDriver`)."""

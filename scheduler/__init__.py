@@ -1,0 +1,1 @@
+"""The scheduler: intake, the SQL store, dispatch, the events consumer and reconciliation."""

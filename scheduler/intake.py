@@ -1,0 +1,247 @@
+"""Intake: validate a Create Batch request, expand it per job, and persist it in one transaction.
+
+Nothing is written unless every check passes; every problem names its field
+(`jobs[2].variables: unknown variable 'omgea'`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from pulser import Sequence
+from pulser.backend import EmulationConfig
+from sqlalchemy import insert
+from sqlalchemy.orm import Session
+
+from core.enums import BatchStatus, DeviceType, JobStatus
+from core.errors import InvalidRequestError, NotFoundError
+from scheduler import sequences
+from scheduler.accounts import is_member
+from scheduler.models import Batch, Job, new_id, utcnow
+from scheduler.submissions import CreateBatchRequest, JobIn
+
+_LEGACY_SDK = re.compile(r"PasqalCloudSDK/0\.(\d+)")
+
+
+@dataclass(frozen=True)
+class Caller:
+    user_id: str
+    user_agent: str = ""
+
+    @property
+    def sends_placeholder_runs(self) -> bool:
+        """pasqal-cloud up to 0.22 (with pulser-pasqal) sends `runs: 1` meaning "unset"."""
+        m = _LEGACY_SDK.search(self.user_agent)
+        return m is not None and int(m.group(1)) <= 22
+
+
+@dataclass
+class _BatchContext:
+    device_type: DeviceType
+    builder: Sequence[Any] | None
+    config: EmulationConfig[Any] | None
+    caller: Caller
+
+
+class Intake:
+    """Validates and persists submissions; `enabled_devices` are those a fleet can serve."""
+
+    def __init__(self, enabled_devices: Iterable[DeviceType]) -> None:
+        self.enabled_devices = frozenset(enabled_devices)
+
+    def create_batch(self, session: Session, request: CreateBatchRequest, caller: Caller) -> Batch:
+        """Validate `request` and write the batch and its jobs; the caller commits."""
+        project_id = str(request.project_id)
+        if not is_member(session, caller.user_id, project_id):
+            raise NotFoundError("project", project_id)
+        if not request.jobs and not request.is_open:
+            raise InvalidRequestError.single(
+                "jobs", "at least one job is required unless the batch is open"
+            )
+        ctx = self._batch_context(request, caller)
+        now = utcnow()
+        batch = Batch(
+            id=new_id(),
+            project_id=project_id,
+            user_id=caller.user_id,
+            status=BatchStatus.PENDING,
+            open=request.is_open,
+            device_type=ctx.device_type,
+            queue_priority=request.queue_priority,
+            sequence_builder=request.sequence_builder,
+            backend_configuration=request.backend_configuration,
+            configuration=request.configuration,
+            webhook=request.webhook,
+            tags=list(request.tags),
+            created_at=now,
+            updated_at=now,
+        )
+        rows = self._job_rows(batch, request.jobs, ctx, first_order=0)
+        batch.jobs_count = batch.count_pending = len(rows)
+        session.add(batch)
+        session.flush()
+        if rows:
+            session.execute(insert(Job), rows)
+        return batch
+
+    def _batch_context(self, request: CreateBatchRequest, caller: Caller) -> _BatchContext:
+        builder = (
+            sequences.load_sequence(request.sequence_builder, "sequence_builder")
+            if request.sequence_builder is not None
+            else None
+        )
+        device_type = request.device_type
+        if device_type is None:
+            device_type = self._infer_device_type(builder, request.jobs)
+        if device_type not in self.enabled_devices:
+            served = ", ".join(sorted(d.value for d in self.enabled_devices))
+            raise InvalidRequestError.single(
+                "device_type", f"{device_type.value} is not served here (available: {served})"
+            )
+        config = None
+        if request.backend_configuration is not None:
+            if not device_type.is_emulator:
+                raise InvalidRequestError.single(
+                    "backend_configuration", f"only emulators take one, not {device_type.value}"
+                )
+            config = sequences.load_emulation_config(
+                request.backend_configuration, "backend_configuration"
+            )
+        return _BatchContext(device_type, builder, config, caller)
+
+    @staticmethod
+    def _infer_device_type(builder: Sequence[Any] | None, jobs: list[JobIn]) -> DeviceType:
+        seq = builder
+        if seq is None and jobs and jobs[0].sequence is not None:
+            seq = sequences.load_sequence(jobs[0].sequence, "jobs[0].sequence")
+        if seq is None:
+            raise InvalidRequestError.single("device_type", "required when there is no sequence")
+        inferred = sequences.infer_device_type(seq)
+        if inferred is None:
+            raise InvalidRequestError.single(
+                "device_type",
+                f"required: the sequence's device {seq.device.name!r} is not a device of this "
+                "platform",
+            )
+        return inferred
+
+    def add_jobs(
+        self, session: Session, batch: Batch, jobs: list[JobIn], caller: Caller
+    ) -> list[dict[str, Any]]:
+        """Validate and append jobs to an open batch; the caller commits."""
+        builder = (
+            sequences.load_sequence(batch.sequence_builder, "sequence_builder")
+            if batch.sequence_builder
+            else None
+        )
+        config = (
+            sequences.load_emulation_config(batch.backend_configuration, "backend_configuration")
+            if batch.backend_configuration
+            else None
+        )
+        ctx = _BatchContext(batch.device_type, builder, config, caller)
+        rows = self._job_rows(batch, jobs, ctx, first_order=batch.jobs_count)
+        if rows:
+            session.execute(insert(Job), rows)
+        batch.jobs_count += len(rows)
+        batch.count_pending += len(rows)
+        batch.updated_at = utcnow()
+        return rows
+
+    def _job_rows(
+        self, batch: Batch, jobs: list[JobIn], ctx: _BatchContext, first_order: int
+    ) -> list[dict[str, Any]]:
+        problems: list[tuple[str, str]] = []
+        rows: list[dict[str, Any]] = []
+        built_ok: set[str] = set()  # variable sets already built once in this request
+        now = utcnow()
+        default_runs = sequences.configured_shots(ctx.config)
+        for index, job in enumerate(jobs):
+            field = f"jobs[{index}]"
+            try:
+                seq = self._check_job(job, field, ctx, built_ok)
+                runs = self._runs(job, field, seq, ctx, default_runs)
+            except InvalidRequestError as exc:
+                problems.extend(exc.problems)
+                if len(problems) >= 20:  # enough to fix; do not drown the user
+                    break
+                continue
+            rows.append(
+                {
+                    "id": new_id(),
+                    "batch_id": batch.id,
+                    "project_id": batch.project_id,
+                    "user_id": batch.user_id,
+                    "creation_order": first_order + index,
+                    "status": JobStatus.PENDING,
+                    "runs": runs,
+                    "variables": job.variables,
+                    "sequence": job.sequence,
+                    "progress": 0,
+                    "created_at": now,
+                    "updated_at": now,
+                    "device_type": ctx.device_type,
+                    "priority_rank": batch.queue_priority.rank,
+                    "attempt": 0,
+                }
+            )
+        if problems:
+            raise InvalidRequestError(problems)
+        return rows
+
+    @staticmethod
+    def _check_job(job: JobIn, field: str, ctx: _BatchContext, built_ok: set[str]) -> Sequence[Any]:
+        """The sequence this job runs (unbuilt builder when parametrized), after every check."""
+        if job.sequence is not None:
+            if job.variables is not None:
+                raise InvalidRequestError.single(
+                    field, "give either variables or sequence, not both"
+                )
+            seq = sequences.load_sequence(job.sequence, f"{field}.sequence")
+            if seq.is_parametrized():
+                raise InvalidRequestError.single(
+                    f"{field}.sequence", "is parametrized; a job's own sequence must be built"
+                )
+            return seq
+        if ctx.builder is None:
+            raise InvalidRequestError.single(
+                f"{field}.sequence", "required when the batch has no sequence_builder"
+            )
+        values = job.variables or {}
+        problems = sequences.variable_problems(
+            ctx.builder.declared_variables, values, f"{field}.variables"
+        )
+        if problems:
+            raise InvalidRequestError(problems)
+        key = json.dumps(values, sort_keys=True)
+        if key not in built_ok:
+            sequences.build(ctx.builder, values, f"{field}.variables")
+            built_ok.add(key)
+        return ctx.builder
+
+    @staticmethod
+    def _runs(
+        job: JobIn, field: str, seq: Sequence[Any], ctx: _BatchContext, default_runs: int
+    ) -> int:
+        runs = job.runs
+        if (
+            runs == 1
+            and ctx.device_type.is_emulator
+            and ctx.config is not None
+            and ctx.caller.sends_placeholder_runs
+        ):
+            runs = None  # pulser-pasqal's placeholder: the configuration decides
+        if runs is None:
+            if not ctx.device_type.is_emulator:
+                raise InvalidRequestError.single(f"{field}.runs", "required for a QPU")
+            runs = default_runs
+        limit = sequences.max_runs(seq)
+        if limit is not None and runs > limit:
+            raise InvalidRequestError.single(
+                f"{field}.runs", f"{runs} is over the device's maximum of {limit}"
+            )
+        return runs

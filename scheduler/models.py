@@ -1,0 +1,197 @@
+"""SQLAlchemy models of the store, the source of truth for accounts, batches, jobs and results."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from core.enums import BatchStatus, DeviceType, JobStatus, QueuePriority
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every engine (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime")
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+def _enum(cls: type[Any], name: str) -> Enum:
+    # Stored as plain strings with a CHECK-free VARCHAR so that adding a value needs no
+    # ALTER TYPE; the Python enum is the single definition.
+    return Enum(cls, name=name, native_enum=False, create_constraint=False, length=16)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON()}  # noqa: RUF012
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    password_hash: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Project(Base):
+    __tablename__ = "projects"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Membership(Base):
+    __tablename__ = "memberships"
+
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiToken(Base):
+    """An API token; only its SHA-256 is stored, the token itself is shown once."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+
+class Batch(Base):
+    __tablename__ = "batches"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    parent_id: Mapped[str | None] = mapped_column(String(36))
+    status: Mapped[BatchStatus] = mapped_column(_enum(BatchStatus, "batch_status"))
+    open: Mapped[bool] = mapped_column(Boolean)
+    device_type: Mapped[DeviceType] = mapped_column(_enum(DeviceType, "device_type"))
+    queue_priority: Mapped[QueuePriority] = mapped_column(_enum(QueuePriority, "queue_priority"))
+    sequence_builder: Mapped[str | None] = mapped_column(Text)
+    backend_configuration: Mapped[str | None] = mapped_column(Text)
+    configuration: Mapped[dict[str, Any] | None]
+    webhook: Mapped[str | None] = mapped_column(Text)
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    start_datetime: Mapped[datetime | None]
+    end_datetime: Mapped[datetime | None]
+    # Per-status job counters, kept by the one writer of job statuses (scheduler.events).
+    jobs_count: Mapped[int] = mapped_column(Integer, default=0)
+    count_pending: Mapped[int] = mapped_column(Integer, default=0)
+    count_running: Mapped[int] = mapped_column(Integer, default=0)
+    count_done: Mapped[int] = mapped_column(Integer, default=0)
+    count_error: Mapped[int] = mapped_column(Integer, default=0)
+    count_canceled: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (
+        Index("ix_batches_project_created", "project_id", "created_at"),
+        Index("ix_batches_status", "status"),
+    )
+
+    def counts(self) -> dict[JobStatus, int]:
+        return {
+            JobStatus.PENDING: self.count_pending,
+            JobStatus.RUNNING: self.count_running,
+            JobStatus.DONE: self.count_done,
+            JobStatus.ERROR: self.count_error,
+            JobStatus.CANCELED: self.count_canceled,
+        }
+
+    def add_count(self, status: JobStatus, delta: int) -> None:
+        attr = _COUNT_ATTR[status]
+        setattr(self, attr, getattr(self, attr) + delta)
+
+
+_COUNT_ATTR = {
+    JobStatus.PENDING: "count_pending",
+    JobStatus.RUNNING: "count_running",
+    JobStatus.DONE: "count_done",
+    JobStatus.ERROR: "count_error",
+    JobStatus.CANCELED: "count_canceled",
+}
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id"))
+    project_id: Mapped[str] = mapped_column(String(36))
+    user_id: Mapped[str] = mapped_column(String(64))
+    parent_id: Mapped[str | None] = mapped_column(String(36))
+    creation_order: Mapped[int] = mapped_column(Integer)
+    status: Mapped[JobStatus] = mapped_column(_enum(JobStatus, "job_status"))
+    runs: Mapped[int] = mapped_column(Integer)
+    variables: Mapped[dict[str, Any] | None]
+    sequence: Mapped[str | None] = mapped_column(Text, doc="Only for jobs with their own sequence.")
+    progress: Mapped[int] = mapped_column(Integer, default=0)
+    errors: Mapped[list[str] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    start_timestamp: Mapped[datetime | None]
+    end_timestamp: Mapped[datetime | None]
+    # Internal dispatch sub-state; never exposed as a status.
+    device_type: Mapped[DeviceType] = mapped_column(_enum(DeviceType, "device_type"))
+    priority_rank: Mapped[int] = mapped_column(Integer, doc="QueuePriority.rank of the batch.")
+    dispatched_at: Mapped[datetime | None]
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (
+        Index("ix_jobs_batch_order", "batch_id", "creation_order", unique=True),
+        # The dispatcher's query: undispatched PENDING jobs of a device, by level then age.
+        Index("ix_jobs_dispatch", "device_type", "status", "dispatched_at", "priority_rank"),
+        Index("ix_jobs_project_created", "project_id", "created_at"),
+        Index("ix_jobs_status", "status"),
+    )
+
+
+class Result(Base):
+    __tablename__ = "results"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), primary_key=True)
+    counter: Mapped[dict[str, Any]]
+    serialised_results: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,64 @@
+"""Reads for the API, always scoped to the projects the caller belongs to."""
+
+from __future__ import annotations
+
+import functools
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.errors import NotFoundError
+from scheduler.accounts import is_member
+from scheduler.models import Batch, Job, Result
+from scheduler.sequences import build_serialized
+
+
+def get_batch(session: Session, user_id: str, batch_id: str, lock: bool = False) -> Batch:
+    query = select(Batch).where(Batch.id == batch_id)
+    if lock:
+        query = query.with_for_update()
+    batch = session.scalar(query)
+    if batch is None or not is_member(session, user_id, batch.project_id):
+        raise NotFoundError("batch", batch_id)
+    return batch
+
+
+def get_job(session: Session, user_id: str, job_id: str) -> Job:
+    job = session.get(Job, job_id)
+    if job is None or not is_member(session, user_id, job.project_id):
+        raise NotFoundError("job", job_id)
+    return job
+
+
+def jobs_of_batch(session: Session, batch_id: str) -> list[Job]:
+    return list(
+        session.scalars(select(Job).where(Job.batch_id == batch_id).order_by(Job.creation_order))
+    )
+
+
+def get_result(session: Session, job_id: str) -> Result | None:
+    return session.get(Result, job_id)
+
+
+def job_sequence(job: Job, batch: Batch) -> str | None:
+    """The built sequence the job runs: its own, or the batch builder with its variables."""
+    if job.sequence is not None:
+        return job.sequence
+    if batch.sequence_builder is None:
+        return None
+    return _built(batch.sequence_builder, _freeze(job.variables))
+
+
+@functools.lru_cache(maxsize=256)
+def _built(builder: str, variables: tuple[tuple[str, object], ...]) -> str:
+    return build_serialized(builder, {k: _thaw(v) for k, v in variables})
+
+
+def _freeze(values: dict[str, object] | None) -> tuple[tuple[str, object], ...]:
+    return tuple(
+        sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in (values or {}).items())
+    )
+
+
+def _thaw(value: object) -> object:
+    return list(value) if isinstance(value, tuple) else value

@@ -1,0 +1,107 @@
+"""The scheduler process: a few small named loops, each isolated from the others' errors.
+
+- dispatch: wakes on a submission or an event (or every `dispatch_poll_s`) and sends jobs;
+- events: consumes the workers' event stream into the store;
+- reconcile: requeues jobs lost to a dead worker or a Redis restart.
+
+SIGTERM or SIGINT stops every loop at its next turn.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis
+
+from core.config import Settings
+from core.enums import DeviceType
+from scheduler.db import engine_from_settings, make_sessionmaker
+from scheduler.dispatch import Dispatcher, make_producer
+from scheduler.events import EventsConsumer
+from scheduler.reconcile import Reconciler
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Loop:
+    name: str
+    step: Callable[[], object]
+    pause_s: float = 0.0
+
+
+def build_loops(settings: Settings, devices: list[DeviceType]) -> list[Loop]:
+    sessions = make_sessionmaker(engine_from_settings(settings))
+
+    def client() -> redis.Redis:
+        # One connection per loop: a blocking read must not stall the others.
+        return redis.Redis.from_url(settings.redis_url, socket_timeout=30, health_check_interval=10)
+
+    dispatcher = Dispatcher(settings, sessions, client(), make_producer(settings), devices)
+    consumer = EventsConsumer(
+        client(), dispatcher.keys, sessions, consumer=f"scheduler-{socket.gethostname()}"
+    )
+    consumer.ensure_group()
+    reconciler = Reconciler(settings, sessions, client(), devices)
+
+    def dispatch() -> None:
+        dispatcher.dispatch_once()
+        dispatcher.wait_for_work(settings.dispatch_poll_s)
+
+    return [
+        Loop("dispatch", dispatch),
+        Loop("events", consumer.consume_once),
+        Loop("reconcile", reconciler.reconcile_once, pause_s=settings.reconcile_interval_s),
+    ]
+
+
+def run_loop(loop: Loop, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            loop.step()
+        except Exception:
+            log.exception("scheduler loop %s failed; retrying", loop.name)
+            stop.wait(1.0)
+        if loop.pause_s:
+            stop.wait(loop.pause_s)
+
+
+def serve(settings: Settings, devices: list[DeviceType]) -> None:
+    """Run the scheduler until SIGTERM/SIGINT."""
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: object) -> None:
+        log.info("scheduler stopping (signal %d)", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    loops = _retry_start(settings, devices, stop)
+    threads = [
+        threading.Thread(target=run_loop, args=(loop, stop), name=loop.name, daemon=True)
+        for loop in loops
+    ]
+    for thread in threads:
+        thread.start()
+    log.info("scheduler running for %s", ", ".join(d.value for d in devices))
+    while not stop.is_set():
+        stop.wait(0.5)
+    for thread in threads:
+        thread.join(timeout=5)
+
+
+def _retry_start(
+    settings: Settings, devices: list[DeviceType], stop: threading.Event
+) -> list[Loop]:
+    while True:
+        try:
+            return build_loops(settings, devices)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            log.warning("waiting for Redis at %s: %s", settings.redis_url, exc)
+            if stop.wait(1.0):
+                raise SystemExit(0) from exc

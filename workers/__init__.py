@@ -1,0 +1,1 @@
+"""The Celery worker fleet: app factory, the `run_job` task, progress, leases and events."""
