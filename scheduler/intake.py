@@ -18,7 +18,7 @@ from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from core.enums import BatchStatus, DeviceType, JobStatus
-from core.errors import InvalidRequestError, NotFoundError
+from core.errors import InvalidRequestError
 from scheduler import sequences
 from scheduler.accounts import is_member
 from scheduler.models import Batch, Job, new_id, utcnow
@@ -57,7 +57,8 @@ class Intake:
         """Validate `request` and write the batch and its jobs; the caller commits."""
         project_id = str(request.project_id)
         if not is_member(session, caller.user_id, project_id):
-            raise NotFoundError("project", project_id)
+            # Same answer for a project that does not exist: nothing leaks.
+            raise InvalidRequestError.single("project_id", "not a project you are a member of")
         if not request.jobs and not request.is_open:
             raise InvalidRequestError.single(
                 "jobs", "at least one job is required unless the batch is open"
