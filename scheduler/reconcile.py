@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,6 +29,14 @@ log = logging.getLogger(__name__)
 
 
 class Reconciler:
+    """Requeues a dispatched job once it has been unaccounted for during `lease_ttl_s`.
+
+    Accounted for means waiting in one of its device's queues, or leased by a live worker.
+    A message a dead worker had taken stays in kombu's `unacked` hash until the visibility
+    timeout, so that hash is no sign of life; the lease is. The grace period covers the
+    moment between a worker taking a message and taking the lease.
+    """
+
     def __init__(
         self,
         settings: Settings,
@@ -40,48 +49,55 @@ class Reconciler:
         self.client = client
         self.keys = RedisKeys(settings.namespace)
         self.devices = list(devices)
+        self._suspects: dict[str, float] = {}  # job id -> when first seen unaccounted for
 
     def reconcile_once(self) -> int:
         """Requeue every lost job; returns how many were requeued or failed."""
         now = utcnow()
         dispatched_before = now - timedelta(seconds=self.settings.redispatch_after_s)
-        quiet_before = now - timedelta(seconds=self.settings.lease_ttl_s)
         with self.sessions.begin() as session:
-            candidates = session.execute(
-                select(Job.id, Job.status, Job.dispatched_at, Job.updated_at).where(
-                    Job.status.in_([JobStatus.PENDING, JobStatus.RUNNING]),
-                    Job.dispatched_at.is_not(None),
-                    Job.dispatched_at < dispatched_before,
+            candidates = list(
+                session.scalars(
+                    select(Job.id).where(
+                        Job.status.in_([JobStatus.PENDING, JobStatus.RUNNING]),
+                        Job.dispatched_at.is_not(None),
+                        Job.dispatched_at < dispatched_before,
+                    )
                 )
-            ).all()
-        if not candidates:
-            return 0
-        in_redis = self._jobs_in_redis()
-        lost = [
-            job_id
-            for job_id, status, _dispatched, updated in candidates
-            if job_id not in in_redis
-            and not self.client.exists(self.keys.lease(job_id))
-            and (status == JobStatus.PENDING or updated < quiet_before)
-        ]
+            )
+        unaccounted = self._unaccounted(candidates)
+        clock = time.monotonic()
+        self._suspects = {j: t for j, t in self._suspects.items() if j in unaccounted}
+        for job_id in unaccounted:
+            self._suspects.setdefault(job_id, clock)
+        lost = [j for j, t in self._suspects.items() if clock - t >= self.settings.lease_ttl_s]
         for job_id in lost:
             self._requeue(job_id, now)
+            del self._suspects[job_id]
         if lost:
             self.client.lpush(self.keys.dispatch_wakeup, 1)
         return len(lost)
 
-    def _jobs_in_redis(self) -> set[str]:
-        """Ids of jobs with a message waiting in a queue or held unacknowledged by a worker."""
-        raw: list[Any] = []
+    def _unaccounted(self, job_ids: list[str]) -> set[str]:
+        if not job_ids:
+            return set()
+        waiting = self._jobs_waiting()
+        pipe = self.client.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.exists(self.keys.lease(job_id))
+        leased = pipe.execute()
+        return {j for j, held in zip(job_ids, leased, strict=True) if not held and j not in waiting}
+
+    def _jobs_waiting(self) -> set[str]:
+        """Ids of jobs with a message waiting in one of the devices' queues."""
+        found = set()
         for device in self.devices:
             for queue in device_queues(device):
-                raw.extend(self.client.lrange(self.keys.celery_queue(queue), 0, -1))
-        found = {_task_id(_loads(msg)) for msg in raw}
-        for value in self.client.hvals(self.keys.celery_unacked):
-            # kombu keeps [message, exchange, routing_key] for each delivered message
-            entry = _loads(value)
-            found.add(_task_id(entry[0] if isinstance(entry, list) and entry else None))
-        return {job_id_of_task(t) for t in found if t}
+                for raw in self.client.lrange(self.keys.celery_queue(queue), 0, -1):
+                    task = _task_id(_loads(raw))
+                    if task:
+                        found.add(job_id_of_task(task))
+        return found
 
     def _requeue(self, job_id: str, now: datetime) -> None:
         with self.sessions.begin() as session:

@@ -1,0 +1,93 @@
+"""A real fleet for end-to-end tests: API, scheduler and Celery workers as child processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from atomfleet.launcher import Fleet
+from atomfleet.services import free_port
+
+TERMINAL = {"DONE", "ERROR", "CANCELED"}
+
+
+class TestFleet:
+    """Processes sharing one database, one Redis namespace and fast failure detection."""
+
+    __test__ = False
+
+    def __init__(self, database_url: str, redis_url: str, workdir: Path) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "ATOMFLEET_DATABASE_URL": database_url,
+            "ATOMFLEET_REDIS_URL": redis_url,
+            "ATOMFLEET_NAMESPACE": f"e2e-{uuid.uuid4().hex[:8]}",
+            "ATOMFLEET_DATA_DIR": str(workdir),
+            "ATOMFLEET_SECRET_KEY": "e2e-secret",
+            "ATOMFLEET_API_PORT": str(self.port),
+            "ATOMFLEET_LEASE_TTL_S": "3",
+            "ATOMFLEET_RECONCILE_INTERVAL_S": "1",
+            "ATOMFLEET_REDISPATCH_AFTER_S": "2",
+            "ATOMFLEET_PROGRESS_INTERVAL_S": "0.2",
+            "PYTHONUNBUFFERED": "1",
+        }
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.processes = Fleet(self.env, workdir)
+        self.http = httpx.Client(base_url=self.base, timeout=30)
+
+    def start(self, *names: str) -> None:
+        for name in names:
+            if name.startswith("worker-"):
+                self.processes.start(name, "worker", "--device", name.removeprefix("worker-"))
+            else:
+                self.processes.start(name)
+
+    def process(self, name: str) -> Any:
+        return next(proc for n, proc in reversed(self.processes.children) if n == name)
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Kill a process and all its children (a Celery worker's pool too)."""
+        proc = self.process(name)
+        os.killpg(proc.pid, sig)
+        proc.wait(timeout=30)
+
+    def wait_ready(self, timeout_s: float = 60) -> None:
+        def healthy() -> bool:
+            try:
+                return self.http.get("/healthz").status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(healthy, timeout_s, "the API to answer")
+
+    def stop(self) -> None:
+        self.http.close()
+        self.processes.stop()
+
+    def logs(self) -> str:
+        out = []
+        for name, _ in self.processes.children:
+            path = self.processes.log_dir / f"{name}.log"
+            if path.exists():
+                out.append(f"--- {name} ---\n" + path.read_text()[-3000:])
+        return "\n".join(out)
+
+
+def wait_for(check: Callable[[], Any], timeout_s: float, what: str, every_s: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(every_s)
