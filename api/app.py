@@ -23,7 +23,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings=settings,
         sessions=make_sessionmaker(engine_from_settings(settings)),
         redis=redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5),
-        intake=Intake(settings.devices),
+        intake=Intake(settings.devices, settings.intake_build_every_job_up_to),
         secret_key=settings.resolved_secret_key(),
     )
     app = FastAPI(

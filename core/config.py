@@ -44,6 +44,13 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     results_link_ttl_s: int = Field(default=3600, ge=1)
+    intake_build_every_job_up_to: int = Field(
+        default=1000,
+        ge=0,
+        description="Batches up to this size have every job built at intake (device limits "
+        "checked exactly, ~0.5 ms a job); larger ones have the jobs at each variable's "
+        "extremes built, and a job that still cannot build ends in ERROR with the reason.",
+    )
 
     # Scheduler
     dispatch_window_per_device: int = Field(

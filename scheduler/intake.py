@@ -10,11 +10,11 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from pulser import Sequence
 from pulser.backend import EmulationConfig
-from sqlalchemy import insert
+from sqlalchemy import Table, insert
 from sqlalchemy.orm import Session
 
 from core.enums import BatchStatus, DeviceType, JobStatus
@@ -24,6 +24,8 @@ from scheduler.accounts import is_member
 from scheduler.models import Batch, Job, new_id, utcnow
 from scheduler.submissions import CreateBatchRequest, JobIn
 
+# Core inserts: 10,000 rows go in one executemany, without the ORM unit of work.
+JOBS = cast(Table, Job.__table__)
 _LEGACY_SDK = re.compile(r"PasqalCloudSDK/0\.(\d+)")
 
 
@@ -47,13 +49,30 @@ class _BatchContext:
     caller: Caller
 
 
+@dataclass
+class Submission:
+    batch: Batch
+    jobs: list[dict[str, Any]]
+
+
 class Intake:
-    """Validates and persists submissions; `enabled_devices` are those a fleet can serve."""
+    """Validates and persists submissions; `enabled_devices` are those a fleet can serve.
 
-    def __init__(self, enabled_devices: Iterable[DeviceType]) -> None:
+    Device limits are checked by building each job's sequence with Pulser (~0.5 ms a job).
+    Batches of more than `build_every_job_up_to` jobs have every job's variables checked
+    and the jobs holding each variable's smallest and largest values built; a job that
+    still cannot be built ends in ERROR on the worker with Pulser's reason.
+    """
+
+    def __init__(
+        self, enabled_devices: Iterable[DeviceType], build_every_job_up_to: int = 1000
+    ) -> None:
         self.enabled_devices = frozenset(enabled_devices)
+        self.build_every_job_up_to = build_every_job_up_to
 
-    def create_batch(self, session: Session, request: CreateBatchRequest, caller: Caller) -> Batch:
+    def create_batch(
+        self, session: Session, request: CreateBatchRequest, caller: Caller
+    ) -> Submission:
         """Validate `request` and write the batch and its jobs; the caller commits."""
         project_id = str(request.project_id)
         if not is_member(session, caller.user_id, project_id):
@@ -86,8 +105,8 @@ class Intake:
         session.add(batch)
         session.flush()
         if rows:
-            session.execute(insert(Job), rows)
-        return batch
+            session.execute(insert(JOBS), rows)
+        return Submission(batch, rows)
 
     def _batch_context(self, request: CreateBatchRequest, caller: Caller) -> _BatchContext:
         builder = (
@@ -147,7 +166,7 @@ class Intake:
         ctx = _BatchContext(batch.device_type, builder, config, caller)
         rows = self._job_rows(batch, jobs, ctx, first_order=batch.jobs_count)
         if rows:
-            session.execute(insert(Job), rows)
+            session.execute(insert(JOBS), rows)
         batch.jobs_count += len(rows)
         batch.count_pending += len(rows)
         batch.updated_at = utcnow()
@@ -158,13 +177,12 @@ class Intake:
     ) -> list[dict[str, Any]]:
         problems: list[tuple[str, str]] = []
         rows: list[dict[str, Any]] = []
-        built_ok: set[str] = set()  # variable sets already built once in this request
         now = utcnow()
         default_runs = sequences.configured_shots(ctx.config)
         for index, job in enumerate(jobs):
             field = f"jobs[{index}]"
             try:
-                seq = self._check_job(job, field, ctx, built_ok)
+                seq = self._check_job(job, field, ctx)
                 runs = self._runs(job, field, seq, ctx, default_runs)
             except InvalidRequestError as exc:
                 problems.extend(exc.problems)
@@ -177,26 +195,51 @@ class Intake:
                     "batch_id": batch.id,
                     "project_id": batch.project_id,
                     "user_id": batch.user_id,
+                    "parent_id": None,
                     "creation_order": first_order + index,
                     "status": JobStatus.PENDING,
                     "runs": runs,
                     "variables": job.variables,
                     "sequence": job.sequence,
                     "progress": 0,
+                    "errors": None,
                     "created_at": now,
                     "updated_at": now,
+                    "start_timestamp": None,
+                    "end_timestamp": None,
                     "device_type": ctx.device_type,
                     "priority_rank": batch.queue_priority.rank,
+                    "dispatched_at": None,
                     "attempt": 0,
                 }
             )
+        if not problems and ctx.builder is not None and ctx.builder.is_parametrized():
+            problems = self._build_problems(jobs, ctx.builder)
         if problems:
             raise InvalidRequestError(problems)
         return rows
 
+    def _build_problems(self, jobs: list[JobIn], builder: Sequence[Any]) -> list[tuple[str, str]]:
+        """Build the jobs that use the builder (or a sample of them); the first failure."""
+        indices = [i for i, job in enumerate(jobs) if job.sequence is None]
+        if len(indices) > self.build_every_job_up_to:
+            indices = _extremes(jobs, indices)
+        built: set[str] = set()
+        for index in indices:
+            values = jobs[index].variables or {}
+            key = json.dumps(values, sort_keys=True)
+            if key in built:
+                continue
+            try:
+                sequences.build(builder, values, f"jobs[{index}].variables")
+            except InvalidRequestError as exc:
+                return exc.problems
+            built.add(key)
+        return []
+
     @staticmethod
-    def _check_job(job: JobIn, field: str, ctx: _BatchContext, built_ok: set[str]) -> Sequence[Any]:
-        """The sequence this job runs (unbuilt builder when parametrized), after every check."""
+    def _check_job(job: JobIn, field: str, ctx: _BatchContext) -> Sequence[Any]:
+        """The sequence this job runs (the unbuilt builder when parametrized), checked."""
         if job.sequence is not None:
             if job.variables is not None:
                 raise InvalidRequestError.single(
@@ -212,16 +255,11 @@ class Intake:
             raise InvalidRequestError.single(
                 f"{field}.sequence", "required when the batch has no sequence_builder"
             )
-        values = job.variables or {}
         problems = sequences.variable_problems(
-            ctx.builder.declared_variables, values, f"{field}.variables"
+            ctx.builder.declared_variables, job.variables or {}, f"{field}.variables"
         )
         if problems:
             raise InvalidRequestError(problems)
-        key = json.dumps(values, sort_keys=True)
-        if key not in built_ok:
-            sequences.build(ctx.builder, values, f"{field}.variables")
-            built_ok.add(key)
         return ctx.builder
 
     @staticmethod
@@ -246,3 +284,25 @@ class Intake:
                 f"{field}.runs", f"{runs} is over the device's maximum of {limit}"
             )
         return runs
+
+
+def _extremes(jobs: list[JobIn], indices: list[int]) -> list[int]:
+    """The first job and, for each variable entry, the jobs with its smallest and largest value.
+
+    Device limits (amplitude, detuning, duration) bound quantities that grow or shrink with
+    the variables, so these jobs are the ones that meet them first.
+    """
+    chosen = {indices[0]}
+    lowest: dict[tuple[str, int], tuple[float, int]] = {}
+    highest: dict[tuple[str, int], tuple[float, int]] = {}
+    for index in indices:
+        for name, value in (jobs[index].variables or {}).items():
+            for position, item in enumerate(value if isinstance(value, list) else [value]):
+                key = (name, position)
+                if key not in lowest or item < lowest[key][0]:
+                    lowest[key] = (item, index)
+                if key not in highest or item > highest[key][0]:
+                    highest[key] = (item, index)
+    chosen.update(index for _, index in lowest.values())
+    chosen.update(index for _, index in highest.values())
+    return sorted(chosen)

@@ -307,6 +307,22 @@ def test_a_build_error_names_the_job_and_the_device_limit(
     assert count_rows(sessions) == (0, 0)
 
 
+def test_a_large_batch_still_catches_a_device_limit_at_a_variable_s_extreme(
+    settings: Settings, account: Account, sessions: sessionmaker[Session]
+) -> None:
+    # Given intake builds every job only up to 3 jobs, and a 6-job sweep whose largest
+    # omega is over the device's maximum amplitude
+    settings.intake_build_every_job_up_to = 3
+    jobs = [{"runs": 5, "variables": {**GOOD, "omega": 2.0 + 4 * i}} for i in range(6)]
+    with TestClient(create_app(settings)) as client:
+        response = post(client, account, batch(account, jobs=jobs))
+    # Then the job holding that extreme is named
+    assert response.status_code == 422
+    (message,) = response.json()["data"]["description"]
+    assert message.startswith("jobs[5].variables: ") and "amplitude" in message
+    assert count_rows(sessions) == (0, 0)
+
+
 def test_a_duration_over_the_device_maximum_is_rejected(
     client: TestClient, account: Account, sessions: sessionmaker[Session]
 ) -> None:

@@ -26,10 +26,9 @@ def create_batch(
     """
     caller = Caller(user_id=user_id, user_agent=request.headers.get("user-agent", ""))
     with svc.sessions.begin() as session:
-        batch = svc.intake.create_batch(session, body, caller)
-        jobs = queries.jobs_of_batch(session, batch.id)
-        data = batch_dict(batch)
-        data["jobs"] = [job_dict(job) for job in jobs]
+        submission = svc.intake.create_batch(session, body, caller)
+        data = batch_dict(submission.batch)
+        data["jobs"] = [job_dict(row) for row in submission.jobs]
     svc.wake_dispatcher()
     return success(data)
 
