@@ -128,9 +128,7 @@ def main() -> None:
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     )
-    print(
-        f"accepting a {args.jobs}-job parametrized batch over HTTP (gzip), {args.rounds} rounds"
-    )
+    print(f"accepting a {args.jobs}-job parametrized batch over HTTP (gzip), {args.rounds} rounds")
     try:
         for label, url in targets.items():
             times = bench(url, redis_service.url, args.jobs, args.rounds)
