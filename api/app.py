@@ -11,7 +11,7 @@ from api import errors
 from api.deps import Services
 from api.envelope import failure, success
 from api.gzip_body import GzipRequestMiddleware
-from api.routes import batches, jobs
+from api.routes import batches, devices, jobs, oauth
 from core.config import Settings
 from scheduler.db import engine_from_settings, make_sessionmaker
 from scheduler.intake import Intake
@@ -36,6 +36,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.include_router(batches.router)
     app.include_router(jobs.router)
+    app.include_router(devices.router)
+    app.include_router(oauth.router)
 
     @app.get("/healthz", tags=["operations"], summary="Health")
     def healthz() -> Response:

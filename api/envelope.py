@@ -27,6 +27,15 @@ def success(
     return Response(_json(payload), status_code=status_code, media_type="application/json")
 
 
+def paged(data: list[Any], total: int, offset: int, end: int) -> Response:
+    """A list page: `pagination` in the body, `Content-Range: first-last/total` in the headers."""
+    response = success(data, pagination={"total": total, "start": offset, "end": end})
+    last = offset + len(data) - 1 if data else offset
+    response.headers["Content-Range"] = f"{offset}-{last}/{total}"
+    response.headers["Access-Control-Expose-Headers"] = "Content-Range"
+    return response
+
+
 def failure(status_code: int, description: list[str] | str) -> Response:
     items = [description] if isinstance(description, str) else description
     payload = {

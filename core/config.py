@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     results_link_ttl_s: int = Field(default=3600, ge=1)
+    oauth_token_ttl_s: int = Field(default=24 * 3600, ge=60, description="Tokens of /oauth/token.")
     intake_build_every_job_up_to: int = Field(
         default=1000,
         ge=0,

@@ -59,6 +59,14 @@ class QueuePriority(StrEnum):
 _PRIORITY_RANK = {QueuePriority.HIGH: 0, QueuePriority.MEDIUM: 1, QueuePriority.LOW: 2}
 
 
+class JobOrigin(StrEnum):
+    """Where a job came from (the API's `origin` filter)."""
+
+    CLIENT = "CLIENT"
+    AZURE = "AZURE"
+    UNKNOWN = "UNKNOWN"
+
+
 class EventKind(StrEnum):
     """What a worker reports about a job on the event stream."""
 

@@ -48,6 +48,10 @@ class RedisKeys:
         """The attempt the scheduler last dispatched; older messages are dropped."""
         return f"{self.namespace}:attempt:{job_id}"
 
+    def workers(self, device_type: DeviceType) -> str:
+        """Sorted set of a device's live workers, scored by their last heartbeat (Unix time)."""
+        return f"{self.namespace}:workers:{device_type.value}"
+
     def cancel_flag(self, job_id: str) -> str:
         return f"{self.namespace}:cancel:{job_id}"
 

@@ -107,6 +107,10 @@ def authenticate(session: Session, token: str, now: datetime | None = None) -> U
     return user
 
 
+def user_by_name(session: Session, name: str) -> User | None:
+    return session.scalar(select(User).where(User.name == name))
+
+
 def is_member(session: Session, user_id: str, project_id: str) -> bool:
     return session.get(Membership, (user_id, project_id)) is not None
 

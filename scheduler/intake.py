@@ -14,14 +14,14 @@ from typing import Any, cast
 
 from pulser import Sequence
 from pulser.backend import EmulationConfig
-from sqlalchemy import Table, insert
+from sqlalchemy import Table, delete, insert
 from sqlalchemy.orm import Session
 
 from core.enums import BatchStatus, DeviceType, JobStatus
 from core.errors import InvalidRequestError
 from scheduler import sequences
 from scheduler.accounts import is_member
-from scheduler.models import Batch, Job, new_id, utcnow
+from scheduler.models import Batch, BatchTag, Job, new_id, utcnow
 from scheduler.submissions import CreateBatchRequest, JobIn
 
 # Core inserts: 10,000 rows go in one executemany, without the ORM unit of work.
@@ -96,7 +96,7 @@ class Intake:
             backend_configuration=request.backend_configuration,
             configuration=request.configuration,
             webhook=request.webhook,
-            tags=list(request.tags),
+            tags=[],
             created_at=now,
             updated_at=now,
         )
@@ -104,6 +104,7 @@ class Intake:
         batch.jobs_count = batch.count_pending = len(rows)
         session.add(batch)
         session.flush()
+        set_tags(session, batch, request.tags)
         if rows:
             session.execute(insert(JOBS), rows)
         return Submission(batch, rows)
@@ -150,7 +151,12 @@ class Intake:
         return inferred
 
     def add_jobs(
-        self, session: Session, batch: Batch, jobs: list[JobIn], caller: Caller
+        self,
+        session: Session,
+        batch: Batch,
+        jobs: list[JobIn],
+        caller: Caller,
+        parents: list[str | None] | None = None,
     ) -> list[dict[str, Any]]:
         """Validate and append jobs to an open batch; the caller commits."""
         builder = (
@@ -165,6 +171,8 @@ class Intake:
         )
         ctx = _BatchContext(batch.device_type, builder, config, caller)
         rows = self._job_rows(batch, jobs, ctx, first_order=batch.jobs_count)
+        for row, parent in zip(rows, parents or [], strict=False):
+            row["parent_id"] = parent
         if rows:
             session.execute(insert(JOBS), rows)
         batch.jobs_count += len(rows)
@@ -306,3 +314,12 @@ def _extremes(jobs: list[JobIn], indices: list[int]) -> list[int]:
     chosen.update(index for _, index in lowest.values())
     chosen.update(index for _, index in highest.values())
     return sorted(chosen)
+
+
+def set_tags(session: Session, batch: Batch, tags: list[str]) -> None:
+    """Replace the batch's tags (kept as a list for reading, as rows for the `tag` filter)."""
+    unique = list(dict.fromkeys(tags))
+    batch.tags = unique
+    session.execute(delete(BatchTag).where(BatchTag.batch_id == batch.id))
+    if unique:
+        session.execute(insert(BatchTag), [{"batch_id": batch.id, "tag": t} for t in unique])

@@ -21,7 +21,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from core.enums import BatchStatus, DeviceType, JobStatus, QueuePriority
+from core.enums import BatchStatus, DeviceType, JobOrigin, JobStatus, QueuePriority
 
 
 def utcnow() -> datetime:
@@ -129,6 +129,19 @@ class Batch(Base):
     __table_args__ = (
         Index("ix_batches_project_created", "project_id", "created_at"),
         Index("ix_batches_status", "status"),
+        # One index per list filter (GET /api/v1/batches).
+        Index("ix_batches_created", "created_at"),
+        Index("ix_batches_user", "user_id"),
+        Index("ix_batches_device_type", "device_type"),
+        Index("ix_batches_queue_priority", "queue_priority"),
+        Index("ix_batches_open", "open"),
+        Index("ix_batches_jobs_count", "jobs_count"),
+        Index("ix_batches_parent", "parent_id"),
+        Index(
+            "ix_batches_id_prefix",
+            "id",
+            postgresql_ops={"id": "varchar_pattern_ops"},
+        ),
     )
 
     def counts(self) -> dict[JobStatus, int]:
@@ -152,6 +165,17 @@ _COUNT_ATTR = {
     JobStatus.ERROR: "count_error",
     JobStatus.CANCELED: "count_canceled",
 }
+
+
+class BatchTag(Base):
+    """One row per tag of a batch, so that the `tag` filter is an index lookup."""
+
+    __tablename__ = "batch_tags"
+
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(200), primary_key=True)
+
+    __table_args__ = (Index("ix_batch_tags_tag", "tag", "batch_id"),)
 
 
 class Job(Base):
@@ -178,6 +202,9 @@ class Job(Base):
     priority_rank: Mapped[int] = mapped_column(Integer, doc="QueuePriority.rank of the batch.")
     dispatched_at: Mapped[datetime | None]
     attempt: Mapped[int] = mapped_column(Integer, default=0)
+    origin: Mapped[JobOrigin] = mapped_column(
+        _enum(JobOrigin, "job_origin"), default=JobOrigin.CLIENT, server_default="CLIENT"
+    )
 
     __table_args__ = (
         Index("ix_jobs_batch_order", "batch_id", "creation_order", unique=True),
@@ -185,6 +212,13 @@ class Job(Base):
         Index("ix_jobs_dispatch", "device_type", "status", "dispatched_at", "priority_rank"),
         Index("ix_jobs_project_created", "project_id", "created_at"),
         Index("ix_jobs_status", "status"),
+        # One index per list filter (GET /api/v2/jobs).
+        Index("ix_jobs_created", "created_at"),
+        Index("ix_jobs_user", "user_id"),
+        Index("ix_jobs_runs", "runs"),
+        Index("ix_jobs_origin", "origin"),
+        Index("ix_jobs_parent", "parent_id"),
+        Index("ix_jobs_id_prefix", "id", postgresql_ops={"id": "varchar_pattern_ops"}),
     )
 
 

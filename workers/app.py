@@ -7,14 +7,17 @@ torch itself, because a forked child of a process that ran multi-threaded torch 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
+import threading
+import time
 from typing import Any
 
 import redis
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from core.broker import celery_config
 from core.config import Settings
@@ -104,7 +107,41 @@ def create_celery(settings: Settings, device_type: DeviceType) -> Celery:
     def _init_child(**_: Any) -> None:
         set_compute_threads(threads)
 
+    heartbeat = Heartbeat(runtime, device_type)
+    worker_ready.connect(lambda **_: heartbeat.start(), weak=False)
+    worker_shutdown.connect(lambda **_: heartbeat.stop(), weak=False)
     return app
+
+
+class Heartbeat:
+    """Tells the API this worker serves its device (`GET /api/v1/devices` shows it UP)."""
+
+    interval_s = 10.0
+
+    def __init__(self, runtime: Runtime, device_type: DeviceType) -> None:
+        self.runtime = runtime
+        self.key = runtime.keys.workers(device_type)
+        self.member = f"{socket.gethostname()}:{os.getpid()}"
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        threading.Thread(target=self._beat, name="heartbeat", daemon=True).start()
+
+    def _beat(self) -> None:
+        while True:
+            try:
+                now = time.time()
+                self.runtime.client.zadd(self.key, {self.member: now})
+                self.runtime.client.zremrangebyscore(self.key, 0, now - 3600)
+            except redis.RedisError:
+                log.warning("worker heartbeat failed")
+            if self._stop.wait(self.interval_s):
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        with contextlib.suppress(redis.RedisError):
+            self.runtime.client.zrem(self.key, self.member)
 
 
 def set_compute_threads(threads: int) -> None:

@@ -1,4 +1,4 @@
-"""Jobs: get (v2, with the built sequence), results link (v1) and the signed download."""
+"""Jobs: list, get (with the built sequence), status, cancel, results link and download."""
 
 from __future__ import annotations
 
@@ -10,12 +10,34 @@ from starlette.responses import Response
 
 from api import signing
 from api.deps import ServicesDep, UserDep
-from api.envelope import raw, success
+from api.envelope import paged, raw, success
+from api.params import JobFiltersDep, PageDep
 from api.serializers import job_dict
 from core.errors import NotFoundError
-from scheduler import queries
+from scheduler import listing, operations, queries
+from scheduler.listing import Direction
 
 router = APIRouter(tags=["jobs"])
+
+
+@router.get("/api/v2/jobs", summary="Get Jobs")
+def list_jobs(
+    filters: JobFiltersDep, page: PageDep, svc: ServicesDep, user_id: UserDep
+) -> Response:
+    """The caller's jobs, without results (`order_by=creation_order` with a `batch_id` gives
+    a batch's jobs in order). Results come from `results_link`."""
+    with svc.sessions() as session:
+        result = listing.list_jobs(
+            session,
+            user_id,
+            filters,
+            order_by=page.order_by or "created_at",
+            direction=page.direction or Direction.ASC,
+            offset=page.offset,
+            limit=page.limit,
+        )
+        data = [job_dict(job) for job in result.items]
+    return paged(data, result.total, result.offset, result.end)
 
 
 @router.get("/api/v2/jobs/{job_id}", summary="Get Job")
@@ -29,6 +51,25 @@ def get_job(job_id: str, svc: ServicesDep, user_id: UserDep) -> Response:
     return success(data)
 
 
+@router.get("/api/v1/jobs/{job_id}/status", summary="Get Job Status")
+def job_status(job_id: str, svc: ServicesDep, user_id: UserDep) -> Response:
+    with svc.sessions() as session:
+        return success({"status": queries.get_job(session, user_id, job_id).status.value})
+
+
+@router.patch("/api/v2/jobs/{job_id}/cancel", summary="Cancel Job")
+def cancel_job(job_id: str, svc: ServicesDep, user_id: UserDep) -> Response:
+    """Cancel a PENDING or RUNNING job (409 once it has ended).
+
+    A canceled job never starts; a running one's emulation finishes but its result is dropped.
+    """
+    with svc.sessions.begin() as session:
+        job, canceled = operations.cancel_job(session, user_id, job_id)
+        data = job_dict(job)
+    svc.flag_canceled(canceled)
+    return success(data)
+
+
 @router.get("/api/v1/jobs/{job_id}/results_link", summary="Get Job Results Link")
 def results_link(job_id: str, request: Request, svc: ServicesDep, user_id: UserDep) -> Response:
     """A pre-signed, expiring URL to download the job's result; null until it exists."""
@@ -38,14 +79,13 @@ def results_link(job_id: str, request: Request, svc: ServicesDep, user_id: UserD
     if not has_result:
         return success({"results_link": None})
     expires = int(time.time()) + svc.settings.results_link_ttl_s
-    query = urlencode(
-        {"expires": expires, "signature": signing.sign(svc.secret_key, job_id, expires)}
-    )
+    signature = signing.sign(svc.secret_key, job_id, expires)
+    query = urlencode({"expires": expires, "signature": signature})
     base = svc.settings.public_url.rstrip("/") or str(request.base_url).rstrip("/")
     return success({"results_link": f"{base}/api/v1/results/{job_id}?{query}"})
 
 
-@router.get("/api/v1/results/{job_id}", summary="Download Job Result", include_in_schema=True)
+@router.get("/api/v1/results/{job_id}", summary="Download Job Result")
 def download_result(job_id: str, expires: int, signature: str, svc: ServicesDep) -> Response:
     """The result as a bare JSON object `{counter, serialised_results}`; no auth, signed URL."""
     if not signing.verify(svc.secret_key, job_id, expires, signature):

@@ -1,0 +1,211 @@
+"""Filtered, ordered, paginated lists of batches and jobs, scoped to the caller's projects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import ColumnElement, Select, func, or_, select
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+from core.enums import BatchStatus, DeviceType, JobOrigin, JobStatus, QueuePriority
+from core.errors import InvalidRequestError
+from scheduler.accounts import project_ids_of
+from scheduler.models import Batch, BatchTag, Job
+
+MAX_LIMIT = 100
+T = TypeVar("T")
+
+
+class Direction(StrEnum):
+    ASC = "ASC"
+    DESC = "DESC"
+
+
+@dataclass
+class Page(Generic[T]):
+    items: list[T]
+    total: int
+    offset: int
+
+    @property
+    def end(self) -> int:
+        # `end` always advances: a client paging on it can never loop.
+        return self.offset + len(self.items) if self.items else max(self.offset, self.total)
+
+
+@dataclass
+class BatchFilters:
+    id: list[str] = field(default_factory=list)
+    id_prefix: list[str] = field(default_factory=list)
+    project_id: list[str] = field(default_factory=list)
+    user_id: list[str] = field(default_factory=list)
+    device_type: list[DeviceType] = field(default_factory=list)
+    status: list[BatchStatus] = field(default_factory=list)
+    queue_priority: list[QueuePriority] = field(default_factory=list)
+    open: bool | None = None
+    min_jobs: int | None = None
+    max_jobs: int | None = None
+    start_date: datetime | None = None
+    end_date: datetime | None = None
+    tag: list[str] = field(default_factory=list)
+
+
+@dataclass
+class JobFilters:
+    id: list[str] = field(default_factory=list)
+    id_prefix: list[str] = field(default_factory=list)
+    batch_id: list[str] = field(default_factory=list)
+    project_id: list[str] = field(default_factory=list)
+    user_id: list[str] = field(default_factory=list)
+    status: list[JobStatus] = field(default_factory=list)
+    origin: list[JobOrigin] = field(default_factory=list)
+    min_runs: int | None = None
+    max_runs: int | None = None
+    errors: bool | None = None
+    start_date: datetime | None = None
+    end_date: datetime | None = None
+
+
+BATCH_ORDER: dict[str, InstrumentedAttribute[Any]] = {
+    "created_at": Batch.created_at,
+    "updated_at": Batch.updated_at,
+    "start_datetime": Batch.start_datetime,
+    "end_datetime": Batch.end_datetime,
+    "status": Batch.status,
+    "jobs_count": Batch.jobs_count,
+    "device_type": Batch.device_type,
+}
+JOB_ORDER: dict[str, InstrumentedAttribute[Any]] = {
+    "created_at": Job.created_at,
+    "updated_at": Job.updated_at,
+    "creation_order": Job.creation_order,
+    "start_timestamp": Job.start_timestamp,
+    "end_timestamp": Job.end_timestamp,
+    "status": Job.status,
+    "runs": Job.runs,
+}
+
+
+def _in(column: InstrumentedAttribute[Any], values: list[Any]) -> list[ColumnElement[bool]]:
+    return [column.in_(values)] if values else []
+
+
+def _prefixes(column: InstrumentedAttribute[Any], prefixes: list[str]) -> list[ColumnElement[bool]]:
+    if not prefixes:
+        return []
+    return [or_(*(column.startswith(p.lower(), autoescape=True) for p in prefixes))]
+
+
+def batch_conditions(f: BatchFilters) -> list[ColumnElement[bool]]:
+    where = [
+        *_in(Batch.id, f.id),
+        *_prefixes(Batch.id, f.id_prefix),
+        *_in(Batch.project_id, f.project_id),
+        *_in(Batch.user_id, f.user_id),
+        *_in(Batch.device_type, f.device_type),
+        *_in(Batch.status, f.status),
+        *_in(Batch.queue_priority, f.queue_priority),
+    ]
+    if f.tag:
+        where.append(Batch.id.in_(select(BatchTag.batch_id).where(BatchTag.tag.in_(f.tag))))
+    if f.open is not None:
+        where.append(Batch.open.is_(f.open))
+    if f.min_jobs is not None:
+        where.append(Batch.jobs_count >= f.min_jobs)
+    if f.max_jobs is not None:
+        where.append(Batch.jobs_count <= f.max_jobs)
+    if f.start_date is not None:
+        where.append(Batch.created_at >= f.start_date)
+    if f.end_date is not None:
+        where.append(Batch.created_at <= f.end_date)
+    return where
+
+
+def job_conditions(f: JobFilters) -> list[ColumnElement[bool]]:
+    where = [
+        *_in(Job.id, f.id),
+        *_prefixes(Job.id, f.id_prefix),
+        *_in(Job.batch_id, f.batch_id),
+        *_in(Job.project_id, f.project_id),
+        *_in(Job.user_id, f.user_id),
+        *_in(Job.status, f.status),
+        *_in(Job.origin, f.origin),
+    ]
+    if f.min_runs is not None:
+        where.append(Job.runs >= f.min_runs)
+    if f.max_runs is not None:
+        where.append(Job.runs <= f.max_runs)
+    if f.errors is not None:
+        # A job has errors exactly when it ended in ERROR; the status index serves this.
+        where.append(Job.status == JobStatus.ERROR if f.errors else Job.status != JobStatus.ERROR)
+    if f.start_date is not None:
+        where.append(Job.created_at >= f.start_date)
+    if f.end_date is not None:
+        where.append(Job.created_at <= f.end_date)
+    return where
+
+
+def _page(
+    session: Session,
+    query: Select[Any],
+    order: InstrumentedAttribute[Any],
+    tiebreak: InstrumentedAttribute[Any],
+    direction: Direction,
+    offset: int,
+    limit: int,
+) -> Page[Any]:
+    if offset < 0:
+        raise InvalidRequestError.single("offset", "must be 0 or more")
+    if not 1 <= limit <= MAX_LIMIT:
+        raise InvalidRequestError.single("limit", f"must be between 1 and {MAX_LIMIT}")
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    ordering = (
+        [order.asc(), tiebreak.asc()]
+        if direction == Direction.ASC
+        else [
+            order.desc(),
+            tiebreak.desc(),
+        ]
+    )
+    items = list(session.scalars(query.order_by(*ordering).offset(offset).limit(limit)))
+    return Page(items, total, offset)
+
+
+def list_batches(
+    session: Session,
+    user_id: str,
+    filters: BatchFilters,
+    *,
+    order_by: str = "created_at",
+    direction: Direction = Direction.DESC,
+    offset: int = 0,
+    limit: int = MAX_LIMIT,
+) -> Page[Batch]:
+    if order_by not in BATCH_ORDER:
+        raise InvalidRequestError.single("order_by", f"one of {', '.join(BATCH_ORDER)}")
+    query = select(Batch).where(
+        Batch.project_id.in_(project_ids_of(session, user_id)), *batch_conditions(filters)
+    )
+    return _page(session, query, BATCH_ORDER[order_by], Batch.id, direction, offset, limit)
+
+
+def list_jobs(
+    session: Session,
+    user_id: str,
+    filters: JobFilters,
+    *,
+    order_by: str = "created_at",
+    direction: Direction = Direction.ASC,
+    offset: int = 0,
+    limit: int = MAX_LIMIT,
+) -> Page[Job]:
+    if order_by not in JOB_ORDER:
+        raise InvalidRequestError.single("order_by", f"one of {', '.join(JOB_ORDER)}")
+    query = select(Job).where(
+        Job.project_id.in_(project_ids_of(session, user_id)), *job_conditions(filters)
+    )
+    tiebreak = Job.creation_order if order_by != "creation_order" else Job.id
+    return _page(session, query, JOB_ORDER[order_by], tiebreak, direction, offset, limit)
