@@ -23,7 +23,7 @@ from scheduler import accounts
 from scheduler.events import handle_event
 from scheduler.models import Batch, Job
 from tests.conftest import Account, make_account
-from tests.sequences import parametrized_sweep, plain
+from tests.sequences import parametrized_sweep
 
 SWEEP = parametrized_sweep(3)
 
