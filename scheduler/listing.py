@@ -198,7 +198,7 @@ def list_jobs(
     filters: JobFilters,
     *,
     order_by: str = "created_at",
-    direction: Direction = Direction.ASC,
+    direction: Direction = Direction.DESC,
     offset: int = 0,
     limit: int = MAX_LIMIT,
 ) -> Page[Job]:

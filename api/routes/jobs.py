@@ -24,15 +24,15 @@ router = APIRouter(tags=["jobs"])
 def list_jobs(
     filters: JobFiltersDep, page: PageDep, svc: ServicesDep, user_id: UserDep
 ) -> Response:
-    """The caller's jobs, without results (`order_by=creation_order` with a `batch_id` gives
-    a batch's jobs in order). Results come from `results_link`."""
+    """The caller's jobs, newest first, without results; `batch_id` with
+    `order_by=creation_order&order_by_direction=ASC` gives a batch's jobs in order."""
     with svc.sessions() as session:
         result = listing.list_jobs(
             session,
             user_id,
             filters,
             order_by=page.order_by or "created_at",
-            direction=page.direction or Direction.ASC,
+            direction=page.direction or Direction.DESC,
             offset=page.offset,
             limit=page.limit,
         )
