@@ -6,7 +6,9 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from core.config import Settings
 from core.enums import DeviceType
@@ -70,18 +72,75 @@ def cmd_run(args: argparse.Namespace) -> None:
     sys.exit(run(_settings(), demo=not args.no_demo))
 
 
-def cmd_admin_bootstrap(args: argparse.Namespace) -> None:
-    from scheduler import accounts
+def _sessions() -> Any:
     from scheduler.db import engine_from_settings, make_sessionmaker
 
-    sessions = make_sessionmaker(engine_from_settings(_settings()))
-    with sessions.begin() as session:
-        user = accounts.create_user(session, args.user, args.password)
-        project = accounts.create_project(session, args.project)
-        accounts.add_member(session, user.id, project.id)
-        ttl = timedelta(days=args.token_days) if args.token_days else None
-        token = accounts.create_token(session, user.id, name="bootstrap", ttl=ttl)
-    print(json.dumps({"user_id": user.id, "project_id": project.id, "token": token.token}))
+    return make_sessionmaker(engine_from_settings(_settings()))
+
+
+def _admin(action: Callable[[Any, argparse.Namespace], dict[str, Any]]) -> Callable[..., None]:
+    """Run `action` in one transaction and print its result as JSON (errors on stderr)."""
+
+    def run(args: argparse.Namespace) -> None:
+        from core.errors import AtomfleetError
+
+        try:
+            with _sessions().begin() as session:
+                result = action(session, args)
+        except AtomfleetError as exc:
+            sys.exit(f"atomfleet admin: {exc}")
+        print(json.dumps(result))
+
+    return run
+
+
+def _ttl(days: int) -> timedelta | None:
+    return timedelta(days=days) if days else None
+
+
+def admin_bootstrap(session: Any, args: argparse.Namespace) -> dict[str, Any]:
+    from scheduler import accounts
+
+    user = accounts.create_user(session, args.user, args.password)
+    project = accounts.create_project(session, args.project)
+    accounts.add_member(session, user.id, project.id)
+    token = accounts.create_token(session, user.id, name="bootstrap", ttl=_ttl(args.token_days))
+    return {"user_id": user.id, "project_id": project.id, "token": token.token}
+
+
+def admin_user_create(session: Any, args: argparse.Namespace) -> dict[str, Any]:
+    from scheduler import accounts
+
+    user = accounts.create_user(session, args.name, args.password)
+    return {"user_id": user.id, "name": user.name}
+
+
+def admin_project_create(session: Any, args: argparse.Namespace) -> dict[str, Any]:
+    from scheduler import accounts
+
+    project = accounts.create_project(session, args.name)
+    return {"project_id": project.id, "name": project.name}
+
+
+def admin_member_add(session: Any, args: argparse.Namespace) -> dict[str, Any]:
+    from scheduler import accounts
+
+    accounts.add_member(session, args.user_id, args.project_id)
+    return {"user_id": args.user_id, "project_id": args.project_id}
+
+
+def admin_token_create(session: Any, args: argparse.Namespace) -> dict[str, Any]:
+    from scheduler import accounts
+
+    issued = accounts.create_token(session, args.user_id, name=args.name, ttl=_ttl(args.days))
+    return {"token_id": issued.id, "token": issued.token}
+
+
+def admin_token_revoke(session: Any, args: argparse.Namespace) -> dict[str, Any]:
+    from scheduler import accounts
+
+    accounts.revoke_token(session, args.token_id)
+    return {"token_id": args.token_id, "revoked": True}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -109,13 +168,45 @@ def parser() -> argparse.ArgumentParser:
 
     sub.add_parser("migrate", help="upgrade the database schema").set_defaults(func=cmd_migrate)
 
-    admin = sub.add_parser("admin", help="accounts").add_subparsers(dest="admin", required=True)
-    boot = admin.add_parser("bootstrap", help="create a user, a project and a token (JSON)")
+    admin = sub.add_parser("admin", help="accounts: users, projects, members, tokens")
+    verbs = admin.add_subparsers(dest="admin", required=True)
+    boot = verbs.add_parser("bootstrap", help="create a user, a project and a token (JSON)")
     boot.add_argument("--user", default="admin")
     boot.add_argument("--password", default=None)
     boot.add_argument("--project", default="default")
     boot.add_argument("--token-days", type=int, default=0, help="token lifetime (0: none)")
-    boot.set_defaults(func=cmd_admin_bootstrap)
+    boot.set_defaults(func=_admin(admin_bootstrap))
+
+    user = verbs.add_parser("user", help="users").add_subparsers(dest="verb", required=True)
+    create_user = user.add_parser("create")
+    create_user.add_argument("name")
+    create_user.add_argument("--password", default=None, help="for POST /oauth/token")
+    create_user.set_defaults(func=_admin(admin_user_create))
+
+    project = verbs.add_parser("project", help="projects").add_subparsers(
+        dest="verb", required=True
+    )
+    create_project = project.add_parser("create")
+    create_project.add_argument("name")
+    create_project.set_defaults(func=_admin(admin_project_create))
+
+    member = verbs.add_parser("member", help="memberships").add_subparsers(
+        dest="verb", required=True
+    )
+    add = member.add_parser("add", help="make a user a member of a project")
+    add.add_argument("user_id")
+    add.add_argument("project_id")
+    add.set_defaults(func=_admin(admin_member_add))
+
+    token = verbs.add_parser("token", help="API tokens").add_subparsers(dest="verb", required=True)
+    create_token = token.add_parser("create", help="a new token, shown once")
+    create_token.add_argument("user_id")
+    create_token.add_argument("--name", default="")
+    create_token.add_argument("--days", type=int, default=0, help="lifetime (0: none)")
+    create_token.set_defaults(func=_admin(admin_token_create))
+    revoke = token.add_parser("revoke")
+    revoke.add_argument("token_id")
+    revoke.set_defaults(func=_admin(admin_token_revoke))
     return top
 
 
