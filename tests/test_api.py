@@ -469,3 +469,31 @@ def test_an_expired_or_revoked_token_is_refused(
     for token in (expiring.token, revoked.token):
         response = client.get("/api/v1/batches", headers={"Authorization": f"Bearer {token}"})
         assert response.status_code == 401
+
+
+# --- the OpenAPI document ---------------------------------------------------------------------
+
+
+def test_the_openapi_document_describes_every_response_field(
+    client: TestClient, account: Account
+) -> None:
+    document = client.get("/openapi.json").json()
+    schemas = document["components"]["schemas"]
+    for name in ("BatchOut", "JobOut", "CreateBatchRequest", "JobIn", "Pagination"):
+        for field, spec in schemas[name]["properties"].items():
+            assert spec.get("description"), f"{name}.{field} has no description"
+    # and the documented fields are exactly what the API returns
+    batch = create(client, account)
+    documented = set(schemas["BatchOut"]["properties"])
+    assert set(batch) <= documented
+    assert set(batch["jobs"][0]) <= set(schemas["JobOut"]["properties"])
+    paths = document["paths"]
+    expected = [
+        "/api/v1/batches",
+        "/api/v2/jobs",
+        "/api/v2/batches/{batch_id}/jobs",
+        "/api/v1/batches/{batch_id}/rebatch",
+        "/oauth/token",
+        "/api/v1/devices/specs",
+    ]
+    assert all(path in paths for path in expected)

@@ -12,6 +12,7 @@ from starlette.responses import Response
 from api.deps import ServicesDep, UserDep
 from api.envelope import paged, success
 from api.params import BatchFiltersDep, BatchJobFiltersDep, PageDep
+from api.schemas import BatchCancellation, BatchOut, BatchStatusOut, JobCancellation, doc
 from api.serializers import batch_dict, job_dict
 from core.errors import AtomfleetError
 from scheduler import listing, operations, queries
@@ -27,7 +28,7 @@ def _caller(request: Request, user_id: str) -> Caller:
     return Caller(user_id=user_id, user_agent=request.headers.get("user-agent", ""))
 
 
-@router.post("/api/v1/batches", summary="Create Batch")
+@router.post("/api/v1/batches", summary="Create Batch", responses=doc(BatchOut))
 def create_batch(
     body: CreateBatchRequest, request: Request, svc: ServicesDep, user_id: UserDep
 ) -> Response:
@@ -44,7 +45,7 @@ def create_batch(
     return success(data)
 
 
-@router.get("/api/v1/batches", summary="Get All Batches")
+@router.get("/api/v1/batches", summary="Get All Batches", responses=doc(list[BatchOut], paged=True))
 def list_batches(
     filters: BatchFiltersDep, page: PageDep, svc: ServicesDep, user_id: UserDep
 ) -> Response:
@@ -63,7 +64,7 @@ def list_batches(
     return paged(data, result.total, result.offset, result.end)
 
 
-@router.get("/api/v2/batches/{batch_id}", summary="Get Batch")
+@router.get("/api/v2/batches/{batch_id}", summary="Get Batch", responses=doc(BatchOut))
 def get_batch(batch_id: str, svc: ServicesDep, user_id: UserDep) -> Response:
     """A batch with its `sequence_builder` and the ids of its jobs (no inline jobs)."""
     with svc.sessions() as session:
@@ -73,7 +74,9 @@ def get_batch(batch_id: str, svc: ServicesDep, user_id: UserDep) -> Response:
     return success(data)
 
 
-@router.get("/api/v1/batches/{batch_id}/status", summary="Get Batch Status")
+@router.get(
+    "/api/v1/batches/{batch_id}/status", summary="Get Batch Status", responses=doc(BatchStatusOut)
+)
 def batch_status(batch_id: str, svc: ServicesDep, user_id: UserDep) -> Response:
     """The batch's status and its number of jobs per status."""
     with svc.sessions() as session:
@@ -89,7 +92,9 @@ def _with_jobs(session: Any, batch: Any) -> dict[str, Any]:
     return data
 
 
-@router.post("/api/v2/batches/{batch_id}/jobs", summary="Add Jobs To Batch")
+@router.post(
+    "/api/v2/batches/{batch_id}/jobs", summary="Add Jobs To Batch", responses=doc(BatchOut)
+)
 def add_jobs(
     batch_id: str,
     jobs: Annotated[list[JobIn], Body(description="The jobs to add (a JSON array).")],
@@ -113,7 +118,7 @@ def add_jobs(
     return success(data)
 
 
-@router.patch("/api/v2/batches/{batch_id}/complete", summary="Close Batch")
+@router.patch("/api/v2/batches/{batch_id}/complete", summary="Close Batch", responses=doc(BatchOut))
 def close_batch(batch_id: str, svc: ServicesDep, user_id: UserDep) -> Response:
     """Close an open batch: it accepts no more jobs and ends when its jobs have."""
     with svc.sessions.begin() as session:
@@ -122,7 +127,7 @@ def close_batch(batch_id: str, svc: ServicesDep, user_id: UserDep) -> Response:
     return success(data)
 
 
-@router.patch("/api/v2/batches/{batch_id}/cancel", summary="Cancel Batch")
+@router.patch("/api/v2/batches/{batch_id}/cancel", summary="Cancel Batch", responses=doc(BatchOut))
 def cancel_batch(batch_id: str, svc: ServicesDep, user_id: UserDep) -> Response:
     """Cancel the batch and its PENDING and RUNNING jobs (409 once it has ended)."""
     with svc.sessions.begin() as session:
@@ -136,7 +141,7 @@ class CancelBatches(BaseModel):
     batch_ids: list[UUID] = Field(description="The batches to cancel.")
 
 
-@router.patch("/api/v1/batches/cancel", summary="Cancel Batches")
+@router.patch("/api/v1/batches/cancel", summary="Cancel Batches", responses=doc(BatchCancellation))
 def cancel_batches(body: CancelBatches, svc: ServicesDep, user_id: UserDep) -> Response:
     """Cancel several batches: `{"batches": [...], "errors": {batch_id: reason}}`."""
     batches, errors = [], {}
@@ -151,7 +156,11 @@ def cancel_batches(body: CancelBatches, svc: ServicesDep, user_id: UserDep) -> R
     return success({"batches": batches, "errors": errors})
 
 
-@router.patch("/api/v2/batches/{batch_id}/cancel/jobs", summary="Cancel Jobs Of Batch")
+@router.patch(
+    "/api/v2/batches/{batch_id}/cancel/jobs",
+    summary="Cancel Jobs Of Batch",
+    responses=doc(JobCancellation),
+)
 def cancel_jobs(
     batch_id: str, filters: BatchJobFiltersDep, svc: ServicesDep, user_id: UserDep
 ) -> Response:
@@ -163,7 +172,7 @@ def cancel_jobs(
     return success(data)
 
 
-@router.post("/api/v1/batches/{batch_id}/rebatch", summary="Rebatch")
+@router.post("/api/v1/batches/{batch_id}/rebatch", summary="Rebatch", responses=doc(BatchOut))
 def rebatch(
     batch_id: str, filters: BatchJobFiltersDep, svc: ServicesDep, user_id: UserDep
 ) -> Response:
@@ -175,7 +184,7 @@ def rebatch(
     return success(data)
 
 
-@router.patch("/api/v1/batches/{batch_id}/tags", summary="Set Batch Tags")
+@router.patch("/api/v1/batches/{batch_id}/tags", summary="Set Batch Tags", responses=doc(BatchOut))
 def set_tags(
     batch_id: str,
     tags: Annotated[list[str], Body(description="The new tags (a JSON array).")],

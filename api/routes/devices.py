@@ -8,12 +8,13 @@ from starlette.responses import Response
 
 from api.deps import ServicesDep, UserDep
 from api.envelope import success
+from api.schemas import DeviceOut, PublicSpec, doc
 from scheduler import devices
 
 router = APIRouter(tags=["devices"])
 
 
-@router.get("/api/v1/devices", summary="List Devices")
+@router.get("/api/v1/devices", summary="List Devices", responses=doc(list[DeviceOut]))
 def list_devices(svc: ServicesDep, user_id: UserDep) -> Response:
     """Each device you can use: `status` UP when a worker serves it, and its queued and
     running jobs."""
@@ -37,13 +38,15 @@ def list_devices(svc: ServicesDep, user_id: UserDep) -> Response:
     return success(data)
 
 
-@router.get("/api/v1/devices/specs", summary="Device Specs")
+@router.get("/api/v1/devices/specs", summary="Device Specs", responses=doc(dict[str, str]))
 def device_specs(svc: ServicesDep, user_id: UserDep) -> Response:
     """`{device_type: Pulser device abstract repr (a JSON string)}`."""
     return success(devices.specs(list(svc.settings.devices)))
 
 
-@router.get("/api/v1/devices/public-specs", summary="Public Device Specs")
+@router.get(
+    "/api/v1/devices/public-specs", summary="Public Device Specs", responses=doc(list[PublicSpec])
+)
 def public_specs(svc: ServicesDep) -> Response:
     """The same specs without authentication, as `[{device_type, specs}]`."""
     return success(

@@ -12,6 +12,7 @@ from api import signing
 from api.deps import ServicesDep, UserDep
 from api.envelope import paged, raw, success
 from api.params import JobFiltersDep, PageDep
+from api.schemas import JobOut, JobStatusOut, ResultOut, ResultsLinkOut, doc
 from api.serializers import job_dict
 from core.errors import NotFoundError
 from scheduler import listing, operations, queries
@@ -20,7 +21,7 @@ from scheduler.listing import Direction
 router = APIRouter(tags=["jobs"])
 
 
-@router.get("/api/v2/jobs", summary="Get Jobs")
+@router.get("/api/v2/jobs", summary="Get Jobs", responses=doc(list[JobOut], paged=True))
 def list_jobs(
     filters: JobFiltersDep, page: PageDep, svc: ServicesDep, user_id: UserDep
 ) -> Response:
@@ -40,7 +41,7 @@ def list_jobs(
     return paged(data, result.total, result.offset, result.end)
 
 
-@router.get("/api/v2/jobs/{job_id}", summary="Get Job")
+@router.get("/api/v2/jobs/{job_id}", summary="Get Job", responses=doc(JobOut))
 def get_job(job_id: str, svc: ServicesDep, user_id: UserDep) -> Response:
     """A job, with `sequence`: the built Pulser sequence it runs."""
     with svc.sessions() as session:
@@ -51,13 +52,13 @@ def get_job(job_id: str, svc: ServicesDep, user_id: UserDep) -> Response:
     return success(data)
 
 
-@router.get("/api/v1/jobs/{job_id}/status", summary="Get Job Status")
+@router.get("/api/v1/jobs/{job_id}/status", summary="Get Job Status", responses=doc(JobStatusOut))
 def job_status(job_id: str, svc: ServicesDep, user_id: UserDep) -> Response:
     with svc.sessions() as session:
         return success({"status": queries.get_job(session, user_id, job_id).status.value})
 
 
-@router.patch("/api/v2/jobs/{job_id}/cancel", summary="Cancel Job")
+@router.patch("/api/v2/jobs/{job_id}/cancel", summary="Cancel Job", responses=doc(JobOut))
 def cancel_job(job_id: str, svc: ServicesDep, user_id: UserDep) -> Response:
     """Cancel a PENDING or RUNNING job (409 once it has ended).
 
@@ -70,7 +71,11 @@ def cancel_job(job_id: str, svc: ServicesDep, user_id: UserDep) -> Response:
     return success(data)
 
 
-@router.get("/api/v1/jobs/{job_id}/results_link", summary="Get Job Results Link")
+@router.get(
+    "/api/v1/jobs/{job_id}/results_link",
+    summary="Get Job Results Link",
+    responses=doc(ResultsLinkOut),
+)
 def results_link(job_id: str, request: Request, svc: ServicesDep, user_id: UserDep) -> Response:
     """A pre-signed, expiring URL to download the job's result; null until it exists."""
     with svc.sessions() as session:
@@ -85,7 +90,11 @@ def results_link(job_id: str, request: Request, svc: ServicesDep, user_id: UserD
     return success({"results_link": f"{base}/api/v1/results/{job_id}?{query}"})
 
 
-@router.get("/api/v1/results/{job_id}", summary="Download Job Result")
+@router.get(
+    "/api/v1/results/{job_id}",
+    summary="Download Job Result",
+    responses={200: {"model": ResultOut}},
+)
 def download_result(job_id: str, expires: int, signature: str, svc: ServicesDep) -> Response:
     """The result as a bare JSON object `{counter, serialised_results}`; no auth, signed URL."""
     if not signing.verify(svc.secret_key, job_id, expires, signature):

@@ -1,0 +1,160 @@
+"""Wire schemas of the responses, for the OpenAPI document (`/docs`).
+
+Routes build their JSON directly (a 10,000-job batch is serialized in milliseconds); these
+models describe that JSON field by field, and a test holds the two together.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, Field
+
+T = TypeVar("T")
+
+
+class JobOut(BaseModel):
+    """Response for a job, without its result (see results_link)."""
+
+    id: str = Field(description="Unique identifier for the job.")
+    parent_id: str | None = Field(description="ID of the original job if created from a retry.")
+    status: str = Field(description="Current job status: PENDING RUNNING DONE ERROR CANCELED.")
+    runs: int = Field(description="Number of times the pulse sequence is repeated (shots).")
+    batch_id: str = Field(description="ID of the batch this job belongs to.")
+    project_id: str = Field(description="ID of the project this job belongs to.")
+    user_id: str = Field(description="ID of the user who created the job.")
+    created_at: str = Field(description="Timestamp when the job was created (ISO-8601).")
+    updated_at: str = Field(description="Timestamp of the last job update (ISO-8601).")
+    start_timestamp: str | None = Field(description="When the emulator or QPU started it.")
+    end_timestamp: str | None = Field(description="When it finished, errored or was canceled.")
+    variables: dict[str, Any] | None = Field(
+        description="Variable assignments used to build the pulse sequence."
+    )
+    errors: list[str] | None = Field(description="Errors returned during job execution.")
+    progress: int = Field(description="Job progress percentage (0-100).")
+    creation_order: int = Field(description="Position in the creation order within the batch.")
+    sequence: str | None = Field(
+        default=None, description="The built pulse sequence (only on GET /api/v2/jobs/{id})."
+    )
+
+
+class BatchOut(BaseModel):
+    """Response for a batch."""
+
+    id: str = Field(description="Unique identifier for the batch.")
+    parent_id: str | None = Field(description="ID of the parent batch if created by rebatch.")
+    status: str = Field(
+        description="Current batch status: PENDING RUNNING DONE ERROR CANCELED TIMED_OUT."
+    )
+    open: bool = Field(description="Whether the batch is open and accepting additional jobs.")
+    complete: bool = Field(description="Deprecated. Use open instead. True when closed.")
+    priority: int = Field(description="Deprecated. Priority of the batch.")
+    queue_priority: str = Field(description="Priority queue on which the batch is scheduled.")
+    device_type: str = Field(description="Target device type for the batch.")
+    user_id: str = Field(description="ID of the user who created the batch.")
+    project_id: str = Field(description="ID of the project this batch belongs to.")
+    created_at: str = Field(description="Timestamp when the batch was created (ISO-8601).")
+    updated_at: str = Field(description="Timestamp of the last batch update (ISO-8601).")
+    start_datetime: str | None = Field(description="When processing of its first job started.")
+    end_datetime: str | None = Field(description="When it finished, errored or was canceled.")
+    jobs_count: int = Field(description="Total number of jobs in the batch.")
+    jobs_count_per_status: dict[str, int] = Field(description="Number of jobs by status.")
+    tags: list[str] = Field(description="User-defined labels for organizing batches.")
+    configuration: dict[str, Any] | None = Field(
+        description="Deprecated. Use backend_configuration. Extra configuration for job execution."
+    )
+    backend_configuration: str | None = Field(
+        description="Serialized emulator backend configuration (a Pulser EmulationConfig)."
+    )
+    webhook: str | None = Field(description="URL stored with the batch.")
+    sequence_builder: str | None = Field(
+        default=None, description="Serialized Pulser sequence shared by all jobs."
+    )
+    job_ids: list[str] | None = Field(
+        default=None, description="IDs of its jobs, in creation order (GET only)."
+    )
+    jobs: list[JobOut] | None = Field(
+        default=None, description="Its jobs, complete and in creation order (create, add jobs)."
+    )
+
+
+class BatchStatusOut(BaseModel):
+    status: str = Field(description="Current batch status.")
+    jobs_count_per_status: dict[str, int] = Field(description="Number of jobs by status.")
+
+
+class JobStatusOut(BaseModel):
+    status: str = Field(description="Current job status.")
+
+
+class ResultsLinkOut(BaseModel):
+    results_link: str | None = Field(
+        description="Pre-signed URL of the result; null until the result exists."
+    )
+
+
+class ResultOut(BaseModel):
+    counter: dict[str, int] = Field(description="Bitstring (register order) to count.")
+    serialised_results: str | None = Field(
+        description="The emulator's pulser.backend.Results.to_abstract_repr()."
+    )
+
+
+class BatchCancellation(BaseModel):
+    batches: list[BatchOut] = Field(description="The batches canceled.")
+    errors: dict[str, str] = Field(description="Why each other batch was not, by its id.")
+
+
+class JobCancellation(BaseModel):
+    jobs: list[JobOut] = Field(description="The jobs canceled.")
+    errors: dict[str, str] = Field(description="Why each other matching job was not, by id.")
+
+
+class DeviceOut(BaseModel):
+    device_type: str = Field(description="The device type.")
+    status: str = Field(description="UP when at least one worker serves it, else DOWN.")
+    workers: int = Field(description="Workers seen in the last 30 s.")
+    jobs_pending: int = Field(description="Its jobs waiting to run.")
+    jobs_running: int = Field(description="Its jobs running.")
+
+
+class PublicSpec(BaseModel):
+    device_type: str = Field(description="The device type.")
+    specs: str = Field(description="Pulser device abstract representation (a JSON string).")
+
+
+class Pagination(BaseModel):
+    total: int = Field(description="Number of items matching the query.")
+    start: int = Field(description="Offset of the first item of this page.")
+    end: int = Field(description="Offset after the last item of this page; page on it.")
+
+
+class Envelope(BaseModel, Generic[T]):
+    status: str = Field(description="'success'.")
+    code: int = Field(description="The HTTP status code.")
+    message: str = Field(description="'OK.'")
+    data: T = Field(description="The payload.")
+
+
+class PagedEnvelope(Envelope[T], Generic[T]):
+    pagination: Pagination = Field(description="Where this page lies in the whole list.")
+
+
+class ErrorData(BaseModel):
+    description: list[str] = Field(description="What was wrong, each as 'field: reason'.")
+
+
+class ErrorEnvelope(BaseModel):
+    status: str = Field(description="'fail'.")
+    code: int = Field(description="The HTTP status code.")
+    message: str = Field(description="The status phrase.")
+    data: ErrorData
+
+
+def doc(model: Any, paged: bool = False) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route returning `model` in the envelope, with its error answers."""
+    wrapper: Any = PagedEnvelope if paged else Envelope
+    responses: dict[int | str, dict[str, Any]] = {200: {"model": wrapper[model]}}
+    for code in (401, 404, 409, 422):
+        responses[code] = {"model": ErrorEnvelope}
+    return responses
