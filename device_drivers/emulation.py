@@ -54,6 +54,13 @@ def counter_of(results: Results) -> dict[str, int]:
     return {bitstring: int(count) for bitstring, count in results.final_bitstrings.items()}
 
 
+_SHARED_OPTIONS = frozenset(EmulationConfig(observables=[BitStrings()])._backend_options) | {
+    "observables",
+    "progress_bar",
+    "log_level",
+}
+
+
 class EmulatorDriver(DeviceDriver):
     """Template for an emulator: decode, configure, run with progress, collect."""
 
@@ -112,7 +119,16 @@ class EmulatorDriver(DeviceDriver):
         try:
             config: EmulationConfig[Any] = config_type(**{**default._backend_options, **options})
         except Exception as exc:
-            raise DriverError(f"invalid backend_configuration: {exc}") from exc
+            # Another emulator's option with a value this one rejects (emu-mps's solver
+            # "tdvp" on QuTiP): keep the options every emulator shares and try again.
+            shared = {k: v for k, v in options.items() if k in _SHARED_OPTIONS}
+            if shared == options:
+                raise DriverError(f"invalid backend_configuration: {exc}") from exc
+            log.info("job %s: keeping only shared options (%s)", spec.job_id, exc)
+            try:
+                config = config_type(**{**default._backend_options, **shared})
+            except Exception as retry_exc:
+                raise DriverError(f"invalid backend_configuration: {retry_exc}") from retry_exc
         return config
 
     def legacy_options(self, configuration: dict[str, Any]) -> dict[str, Any]:
