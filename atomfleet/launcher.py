@@ -91,6 +91,10 @@ def run(settings: Settings, demo: bool = True) -> int:
     print(f"atomfleet: Redis at {redis_service.url}")
     print(f"atomfleet: database at {settings.resolved_database_url()}")
     fleet = Fleet(env, log_dir)
+    # Ctrl-C, and SIGTERM from a supervisor, stop every child (SIGINT may arrive ignored
+    # when started in the background).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         return _run(settings, env, fleet, redis_service, demo)
     except KeyboardInterrupt:
@@ -100,6 +104,10 @@ def run(settings: Settings, demo: bool = True) -> int:
         fleet.stop()
         redis_service.stop()
         print("atomfleet: stopped")
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _run(
