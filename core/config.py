@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.catalog import CATALOG, Limits, default_devices, entry
 from core.enums import DeviceType
 
 
@@ -38,13 +40,35 @@ class Settings(BaseSettings):
         description="Base URL that results links point to; empty means the request's own URL.",
     )
     devices: list[DeviceType] = Field(
-        default=[DeviceType.EMU_MPS, DeviceType.EMU_SV, DeviceType.EMU_FREE, DeviceType.EMU_TN],
+        default_factory=default_devices,
         description="Device types this deployment accepts and dispatches (a JSON list).",
+    )
+    device_limits: dict[DeviceType, dict[str, int]] = Field(
+        default_factory=dict,
+        description="Per-device overrides of the catalog's limits (a JSON object), e.g. "
+        '{"EMU_SV": {"max_atoms": 22}}: max_atoms, max_atoms_noisy, max_duration_ns, '
+        "max_runs, max_bond_dim, max_trajectories.",
     )
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     results_link_ttl_s: int = Field(default=3600, ge=1)
     oauth_token_ttl_s: int = Field(default=24 * 3600, ge=60, description="Tokens of /oauth/token.")
+    max_body_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body (after gzip decompression) of Create Batch and "
+        "Add Jobs; other requests get max_small_body_bytes. Checked while the body streams.",
+    )
+    max_small_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_jobs_per_batch: int = Field(
+        default=10_000, ge=1, description="Most jobs one batch may hold (open batches included)."
+    )
+    max_sequences_per_request: int = Field(
+        default=1_000,
+        ge=1,
+        description="Most distinct per-job sequences in one request (each is deserialized "
+        "and validated, ~6 ms).",
+    )
     intake_build_every_job_up_to: int = Field(
         default=1000,
         ge=0,
@@ -55,28 +79,66 @@ class Settings(BaseSettings):
 
     # Scheduler
     dispatch_window_per_device: int = Field(
-        default=4,
+        default=64,
         ge=1,
-        description="Most job messages waiting in Redis per device type; the backlog stays in "
-        "the database so that priorities still apply to it.",
+        description="Most job messages waiting in Redis per device type. The dispatcher keeps "
+        "about dispatch_horizon_s of work there (by the rate workers take it), at least one "
+        "message and at most this many; the backlog stays in the database so that the "
+        "policy still applies to it.",
     )
-    dispatch_poll_s: float = Field(default=1.0, gt=0)
-    reconcile_interval_s: float = Field(default=5.0, gt=0)
+    dispatch_horizon_s: float = Field(default=0.05, gt=0)
+    dispatch_idle_wait_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Longest the dispatcher sleeps when nothing wakes it (a safety net: "
+        "submissions, workers taking jobs and ended jobs wake it at once).",
+    )
+    reconcile_interval_s: float = Field(default=2.0, gt=0)
     lease_ttl_s: int = Field(
         default=30, ge=2, description="A running job whose worker stops renewing is re-queued."
     )
-    redispatch_after_s: float = Field(
-        default=10.0,
+    lost_grace_s: float = Field(
+        default=5.0,
         gt=0,
-        description="A dispatched job whose message is in neither queue nor worker is sent again.",
+        description="A dispatched job neither waiting in a queue nor leased for this long is "
+        "lost and goes back to the backlog.",
     )
     max_attempts: int = Field(default=3, ge=1)
+    stall_after_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A worker with a free slot while its device's jobs wait this long in Redis "
+        "is not consuming: it exits so that its supervisor restarts it, and the scheduler "
+        "reports the device STALLED.",
+    )
 
     # Workers
     worker_concurrency: int = Field(default=1, ge=1)
     torch_threads: int = Field(default=0, ge=0, description="0: cores / concurrency.")
     job_time_limit_s: int = Field(default=6 * 3600, ge=1)
     progress_interval_s: float = Field(default=0.5, gt=0)
+
+    @field_validator("devices")
+    @classmethod
+    def _known_devices(cls, devices: list[DeviceType]) -> list[DeviceType]:
+        unknown = [d.value for d in devices if d not in CATALOG]
+        if unknown:
+            raise ValueError(f"not in the device catalog: {', '.join(unknown)}")
+        return list(dict.fromkeys(devices))
+
+    @field_validator("device_limits")
+    @classmethod
+    def _known_limits(cls, limits: dict[DeviceType, dict[str, Any]]) -> dict[DeviceType, Any]:
+        fields = set(Limits.__dataclass_fields__)
+        for device, overrides in limits.items():
+            unknown = set(overrides) - fields
+            if unknown:
+                raise ValueError(f"{device.value}: unknown limits {sorted(unknown)}")
+        return limits
+
+    def limits(self, device_type: DeviceType) -> Limits:
+        """The catalog's limits of a device with this deployment's overrides."""
+        return entry(device_type).limits.merged(self.device_limits.get(device_type, {}))
 
     def resolved_database_url(self) -> str:
         if self.database_url:

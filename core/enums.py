@@ -37,10 +37,7 @@ class DeviceType(StrEnum):
     EMU_TN = "EMU_TN"
     EMU_FRESNEL = "EMU_FRESNEL"
     FRESNEL = "FRESNEL"
-
-    @property
-    def is_emulator(self) -> bool:
-        return self.value.startswith("EMU_")
+    NOOP = "NOOP"
 
 
 class QueuePriority(StrEnum):

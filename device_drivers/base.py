@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import ClassVar
 
+from core.catalog import Limits
 from core.enums import DeviceType
 from core.messages import JobResult, JobSpec
 
@@ -14,13 +14,15 @@ ProgressCallback = Callable[[int], None]
 
 
 class DeviceDriver(ABC):
-    """Runs one job at a time on one device family.
+    """Runs one job at a time for one device type.
 
     Drivers are built once per worker process and reused; heavy imports happen when the
     driver module is imported, never per job.
     """
 
-    device_types: ClassVar[frozenset[DeviceType]]
+    def __init__(self, device_type: DeviceType, limits: Limits) -> None:
+        self.device_type = device_type
+        self.limits = limits
 
     @abstractmethod
     def run(self, spec: JobSpec, progress: ProgressCallback) -> JobResult:

@@ -14,13 +14,11 @@ from pulser.backend import EmulatorBackend
 from pulser_simulation import QutipBackendV2
 from qutip.ui import progressbar
 
-from core.enums import DeviceType
 from device_drivers.base import ProgressCallback
 from device_drivers.emulation import EmulatorDriver
 
 
 class Driver(EmulatorDriver):
-    device_types = frozenset({DeviceType.EMU_FREE})
     backend_type = QutipBackendV2
     forced_options: ClassVar[dict[str, Any]] = {"progress_bar": True}
 

@@ -8,14 +8,12 @@ from typing import Any, ClassVar
 from emu_sv import SVBackend
 from pulser.backend import EmulatorBackend
 
-from core.enums import DeviceType
 from device_drivers.base import ProgressCallback
 from device_drivers.emulation import EmulatorDriver
 from device_drivers.emulator_progress import step_progress
 
 
 class Driver(EmulatorDriver):
-    device_types = frozenset({DeviceType.EMU_SV})
     backend_type = SVBackend
     forced_options: ClassVar[dict[str, Any]] = {"log_level": logging.WARN}
 

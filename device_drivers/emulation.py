@@ -70,6 +70,7 @@ class EmulatorDriver(DeviceDriver):
 
     def run(self, spec: JobSpec, progress: ProgressCallback) -> JobResult:
         seq = built_sequence(spec)
+        self.check_limits(seq)
         config = self.config_for(spec)
         try:
             with warnings.catch_warnings():
@@ -87,6 +88,15 @@ class EmulatorDriver(DeviceDriver):
         except Exception as exc:
             raise DriverError(f"the results cannot be serialized: {exc}") from exc
         return JobResult(counter=counter_of(results), serialised_results=serialised)
+
+    def check_limits(self, seq: Sequence[Any]) -> None:
+        """What intake could only bound for large batches, checked exactly once built."""
+        duration = int(seq.get_duration(include_fall_time=True))
+        if duration > self.limits.max_duration_ns:
+            raise DriverError(
+                f"the sequence lasts {duration} ns, over {self.device_type.value}'s limit of "
+                f"{self.limits.max_duration_ns} ns"
+            )
 
     @abstractmethod
     def run_backend(self, backend: EmulatorBackend, progress: ProgressCallback) -> object:
@@ -115,6 +125,7 @@ class EmulatorDriver(DeviceDriver):
             log.info("job %s: ignoring options %s", spec.job_id, dropped)
         options = {k: v for k, v in options.items() if k in allowed}
         options.update(self.forced_options)
+        options.update(self.capped_options(options))
         options["observables"] = with_shots(options["observables"], spec.runs)
         try:
             config: EmulationConfig[Any] = config_type(**{**default._backend_options, **options})
@@ -133,4 +144,8 @@ class EmulatorDriver(DeviceDriver):
 
     def legacy_options(self, configuration: dict[str, Any]) -> dict[str, Any]:
         """Options taken from the deprecated `configuration` object; none by default."""
+        return {}
+
+    def capped_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """Options the device's limits impose (intake refused explicit values over them)."""
         return {}

@@ -7,17 +7,16 @@ torch itself, because a forked child of a process that ran multi-threaded torch 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import socket
-import threading
 import time
 from typing import Any
 
 import redis
 from celery import Celery
-from celery.signals import worker_process_init, worker_ready, worker_shutdown
+from celery.signals import task_received, worker_process_init, worker_ready, worker_shutdown
+from celery.worker import state as worker_state
 
 from core.broker import celery_config
 from core.config import Settings
@@ -28,7 +27,8 @@ from core.names import RUN_JOB_TASK, RedisKeys
 from device_drivers.base import DeviceDriver
 from device_drivers.registry import load_driver
 from workers.events import EventPublisher
-from workers.lease import Lease
+from workers.heartbeat import Heartbeat
+from workers.lease import Claim, Leases
 from workers.progress import ProgressReporter
 
 log = logging.getLogger(__name__)
@@ -37,63 +37,82 @@ log = logging.getLogger(__name__)
 class Runtime:
     """What the task needs in one worker process; Redis connects lazily after the fork."""
 
-    def __init__(self, settings: Settings, driver: DeviceDriver) -> None:
+    def __init__(self, settings: Settings, device_type: DeviceType, driver: DeviceDriver) -> None:
         self.settings = settings
+        self.device_type = device_type
         self.driver = driver
         self.keys = RedisKeys(settings.namespace)
         self._client: redis.Redis | None = None
+        self._leases: Leases | None = None
         self._pid = 0
 
     @property
     def client(self) -> redis.Redis:
         if self._client is None or self._pid != os.getpid():
-            self._client = redis.Redis.from_url(self.settings.redis_url, socket_timeout=30)
+            self._client = redis.Redis.from_url(
+                self.settings.redis_url, socket_timeout=30, health_check_interval=10
+            )
+            self._leases = Leases(self._client, self.keys, self.settings.lease_ttl_s)
             self._pid = os.getpid()
         return self._client
 
+    @property
+    def leases(self) -> Leases:
+        _ = self.client
+        assert self._leases is not None
+        return self._leases
+
     def execute(self, payload: dict[str, Any]) -> None:
-        """Run one job message: skip it if stale or canceled, else run it and report."""
+        """Run one job message: drop it if stale, canceled or taken, else run it and report."""
         spec = JobSpec.model_validate(payload)
-        client, keys = self.client, self.keys
-        current = client.get(keys.current_attempt(spec.job_id))
-        if current is not None and int(current) != spec.attempt:
-            log.info("job %s: attempt %d is stale, dropping it", spec.job_id, spec.attempt)
-            return
-        if client.exists(keys.cancel_flag(spec.job_id)):
-            log.info("job %s was canceled before it ran", spec.job_id)
-            return
+        started_at = time.time()
         holder = f"{spec.attempt}:{socket.gethostname()}:{os.getpid()}"
-        lease = Lease(client, keys.lease(spec.job_id), holder, self.settings.lease_ttl_s)
-        if not lease.acquire():
-            log.info("job %s is already running elsewhere, dropping this copy", spec.job_id)
+        running = _event(spec, EventKind.RUNNING, started_at, progress=0)
+        outcome = self.leases.claim(
+            spec.job_id, spec.attempt, holder, self.device_type.value, running.model_dump_json()
+        )
+        if outcome != Claim.OK:
+            log.info("job %s attempt %d: %s, dropping this message", spec.job_id, spec.attempt,
+                     outcome.value)  # fmt: skip
             return
-        publisher = EventPublisher(client, keys)
-        with lease:
-            publisher.publish(_event(spec, EventKind.RUNNING, progress=0), retry_for_s=30)
-            progress = ProgressReporter(publisher, spec, self.settings.progress_interval_s)
+        publisher = EventPublisher(self.client, self.keys)
+        try:
+            progress = ProgressReporter(
+                publisher, spec, started_at, self.settings.progress_interval_s
+            )
             try:
                 result = self.driver.run(spec, progress)
-                final = _event(spec, EventKind.DONE, progress=100)
+                final = _event(spec, EventKind.DONE, started_at, progress=100)
                 final.result = result
             except DriverError as exc:
-                final = _event(spec, EventKind.ERROR)
+                final = _event(spec, EventKind.ERROR, started_at)
                 final.errors = [str(exc)]
             except Exception as exc:
                 log.exception("job %s failed", spec.job_id)
-                final = _event(spec, EventKind.ERROR)
+                final = _event(spec, EventKind.ERROR, started_at)
                 final.errors = [f"internal error: {type(exc).__name__}: {exc}"]
             if not publisher.publish(final, retry_for_s=300):
                 # Without the event the job would look lost; the lease lapses and it re-runs.
                 raise RuntimeError(f"could not report job {spec.job_id}")
+        finally:
+            self.leases.release(spec.job_id)
 
 
-def _event(spec: JobSpec, kind: EventKind, progress: int | None = None) -> JobEvent:
-    return JobEvent(job_id=spec.job_id, attempt=spec.attempt, kind=kind, progress=progress)
+def _event(
+    spec: JobSpec, kind: EventKind, started_at: float, progress: int | None = None
+) -> JobEvent:
+    return JobEvent(
+        job_id=spec.job_id,
+        attempt=spec.attempt,
+        kind=kind,
+        progress=progress,
+        started_at=started_at,
+    )
 
 
 def create_celery(settings: Settings, device_type: DeviceType) -> Celery:
     """A Celery app whose `run_job` task runs jobs of `device_type`."""
-    runtime = Runtime(settings, load_driver(device_type))
+    runtime = Runtime(settings, device_type, load_driver(device_type, settings))
     app = Celery(f"atomfleet-{device_type.value}")
     app.conf.update(celery_config(settings))
 
@@ -107,41 +126,19 @@ def create_celery(settings: Settings, device_type: DeviceType) -> Celery:
     def _init_child(**_: Any) -> None:
         set_compute_threads(threads)
 
-    heartbeat = Heartbeat(runtime, device_type)
+    heartbeat = Heartbeat(
+        lambda: runtime.client,
+        runtime.keys,
+        device_type,
+        concurrency=settings.worker_concurrency,
+        stall_after_s=settings.stall_after_s,
+        job_time_limit_s=settings.job_time_limit_s,
+        busy=lambda: len(worker_state.reserved_requests),
+    )
+    task_received.connect(lambda **_: heartbeat.on_received(), weak=False)
     worker_ready.connect(lambda **_: heartbeat.start(), weak=False)
     worker_shutdown.connect(lambda **_: heartbeat.stop(), weak=False)
     return app
-
-
-class Heartbeat:
-    """Tells the API this worker serves its device (`GET /api/v1/devices` shows it UP)."""
-
-    interval_s = 10.0
-
-    def __init__(self, runtime: Runtime, device_type: DeviceType) -> None:
-        self.runtime = runtime
-        self.key = runtime.keys.workers(device_type)
-        self.member = f"{socket.gethostname()}:{os.getpid()}"
-        self._stop = threading.Event()
-
-    def start(self) -> None:
-        threading.Thread(target=self._beat, name="heartbeat", daemon=True).start()
-
-    def _beat(self) -> None:
-        while True:
-            try:
-                now = time.time()
-                self.runtime.client.zadd(self.key, {self.member: now})
-                self.runtime.client.zremrangebyscore(self.key, 0, now - 3600)
-            except redis.RedisError:
-                log.warning("worker heartbeat failed")
-            if self._stop.wait(self.interval_s):
-                return
-
-    def stop(self) -> None:
-        self._stop.set()
-        with contextlib.suppress(redis.RedisError):
-            self.runtime.client.zrem(self.key, self.member)
 
 
 def set_compute_threads(threads: int) -> None:

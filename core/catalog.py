@@ -1,0 +1,134 @@
+"""The device catalog: everything atomfleet knows about each device type, in one place.
+
+Intake, the dispatcher, the driver registry and `/api/v1/devices*` all read it; adding a
+device is one entry here (plus its driver module). Pulser's backend registry is the model.
+
+Limits are atomfleet's own, checked at intake before anything is built, and sized so that
+an accepted job fits a worker of the default size (2 cores, 24 GiB); operators change them
+with `ATOMFLEET_DEVICE_LIMITS`. Where the device's Pulser specs are stricter (a QPU's
+`max_runs`), the stricter one applies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Any
+
+from core.enums import DeviceType
+
+
+class DeviceKind(StrEnum):
+    EMULATOR = "EMULATOR"
+    QPU = "QPU"
+    TEST = "TEST"
+
+
+class SpecsSource(StrEnum):
+    """Where a device's Pulser specs come from."""
+
+    MOCK = "MOCK"  # Pulser's MockDevice renamed to the device type, with our limits
+    FRESNEL = "FRESNEL"  # the FRESNEL QPU's specs, so a sequence valid there is valid here
+    QPU = "QPU"  # fetched from the QPU and refreshed
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one job may ask of a device; checked at intake before anything is built."""
+
+    max_atoms: int
+    max_duration_ns: int
+    max_runs: int
+    # Atoms when the noise model forces a density matrix (4^N instead of 2^N amplitudes);
+    # None: the emulator never uses one.
+    max_atoms_noisy: int | None = None
+    # emu-mps: the bond dimension bounds its memory (4·χ²·N(N+34) bytes, roughly).
+    max_bond_dim: int | None = None
+    max_trajectories: int = 1000
+
+    def merged(self, overrides: dict[str, Any]) -> Limits:
+        return replace(self, **overrides)
+
+
+@dataclass(frozen=True)
+class DeviceEntry:
+    device_type: DeviceType
+    kind: DeviceKind
+    driver: str  # the driver module, imported only by workers of this device
+    specs: SpecsSource
+    limits: Limits
+    # Jobs it may run at once across the whole fleet; None: as many as workers take.
+    capacity: int | None = None
+    accepts_backend_configuration: bool = True
+    default_shots: int = 1000
+    # A job running longer ends in ERROR ("time limit exceeded").
+    time_limit_s: int = 6 * 3600
+    enabled_by_default: bool = True
+    description: str = ""
+
+    @property
+    def is_emulator(self) -> bool:
+        return self.kind == DeviceKind.EMULATOR
+
+
+_EMULATOR_LIMITS = Limits(max_atoms=50, max_duration_ns=100_000, max_runs=10_000)
+
+CATALOG: dict[DeviceType, DeviceEntry] = {
+    entry.device_type: entry
+    for entry in [
+        DeviceEntry(
+            DeviceType.EMU_MPS,
+            DeviceKind.EMULATOR,
+            driver="device_drivers.emu_mps",
+            specs=SpecsSource.MOCK,
+            limits=_EMULATOR_LIMITS.merged({"max_bond_dim": 256}),
+            description="emu-mps tensor-network (MPS) emulator",
+        ),
+        DeviceEntry(
+            DeviceType.EMU_TN,
+            DeviceKind.EMULATOR,
+            driver="device_drivers.emu_mps",
+            specs=SpecsSource.MOCK,
+            limits=_EMULATOR_LIMITS.merged({"max_bond_dim": 256}),
+            description="legacy name of EMU_MPS, with the legacy `configuration`",
+        ),
+        DeviceEntry(
+            DeviceType.EMU_SV,
+            DeviceKind.EMULATOR,
+            driver="device_drivers.emu_sv",
+            specs=SpecsSource.MOCK,
+            # 20 atoms: a 16 MiB state, ~0.8 GB peak; noisy runs hold a density matrix.
+            limits=_EMULATOR_LIMITS.merged({"max_atoms": 20, "max_atoms_noisy": 10}),
+            description="emu-sv state-vector emulator",
+        ),
+        DeviceEntry(
+            DeviceType.EMU_FREE,
+            DeviceKind.EMULATOR,
+            driver="device_drivers.emu_free",
+            specs=SpecsSource.MOCK,
+            # QuTiP: 16 atoms ~0.45 GB and seconds; 20 atoms 2.5 GB and minutes.
+            limits=_EMULATOR_LIMITS.merged({"max_atoms": 16, "max_atoms_noisy": 10}),
+            description="pulser-simulation QutipBackendV2 (QuTiP)",
+        ),
+        DeviceEntry(
+            DeviceType.NOOP,
+            DeviceKind.TEST,
+            driver="device_drivers.noop",
+            specs=SpecsSource.MOCK,
+            limits=Limits(max_atoms=100, max_duration_ns=100_000, max_runs=100_000),
+            enabled_by_default=False,
+            description="returns a tiny valid result at once: measures the fleet itself",
+        ),
+    ]
+}
+
+
+def entry(device_type: DeviceType) -> DeviceEntry:
+    try:
+        return CATALOG[device_type]
+    except KeyError:
+        raise LookupError(f"{device_type.value} is not in the device catalog") from None
+
+
+def default_devices() -> list[DeviceType]:
+    return [d for d, e in CATALOG.items() if e.enabled_by_default]
