@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import Settings
+from scheduler.ledger import Reactor, StoreSession
 
 
 def make_engine(url: str) -> Engine:
@@ -29,8 +31,11 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cur.close()
 
 
-def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+def make_sessionmaker(engine: Engine, reactors: Sequence[Reactor] = ()) -> sessionmaker[Session]:
+    """Sessions whose ledger writes its job counts at each commit, then calls `reactors`."""
+    return sessionmaker(
+        engine, class_=StoreSession, expire_on_commit=False, info={"reactors": list(reactors)}
+    )
 
 
 def engine_from_settings(settings: Settings) -> Engine:

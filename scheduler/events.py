@@ -1,8 +1,8 @@
 """Consumes the workers' job events from the Redis stream and writes them to the store.
 
-Entries are handled in one transaction per read, then acknowledged and deleted, so an
-entry is removed only once its effect is committed. Handling is idempotent and monotonic:
-a replayed, duplicated or late event changes nothing.
+Entries are handled in one transaction per read (a few statements, whatever their number),
+then acknowledged and deleted, so an entry is removed only once its effect is committed.
+Handling is idempotent and monotonic: a replayed, duplicated or late event changes nothing.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.enums import EventKind, JobStatus
 from core.messages import JobEvent
 from core.names import EVENTS_GROUP, RedisKeys
+from scheduler.ledger import Ledger, batch_ids_of, ledger, lock_batches, lock_jobs
 from scheduler.models import Batch, Job, Result
-from scheduler.state import move_job
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ class EventsConsumer:
         self.sessions = sessions
         self.consumer = consumer
         self._replay_pending = True
+        self._caught_up = False
 
     def ensure_group(self) -> None:
         try:
@@ -45,6 +46,10 @@ class EventsConsumer:
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+
+    def caught_up(self) -> bool:
+        """True once a read found fewer entries than it asked for (the stream is drained)."""
+        return self._caught_up
 
     def consume_once(self, block_ms: int = 1000, count: int = 200) -> int:
         """Handle one read of events; returns how many entries were handled."""
@@ -67,6 +72,7 @@ class EventsConsumer:
         if self._replay_pending and not entries:
             self._replay_pending = False
             return 0
+        self._caught_up = not self._replay_pending and len(entries) < count
         if not entries:
             return 0
         events = []
@@ -76,44 +82,63 @@ class EventsConsumer:
             except (ValidationError, ValueError):
                 log.exception("dropping malformed event %r", fields)
         with self.sessions.begin() as session:
-            for event in events:
-                handle_event(session, event)
+            apply_events(session, events)
         ids = [entry_id for entry_id, _ in entries]
         pipe = self.client.pipeline(transaction=False)
         pipe.xack(self.keys.events_stream, EVENTS_GROUP, *ids)
         pipe.xdel(self.keys.events_stream, *ids)
-        pipe.lpush(self.keys.dispatch_wakeup, 1)
-        pipe.ltrim(self.keys.dispatch_wakeup, 0, 0)
         pipe.execute()
         return len(entries)
 
 
-def handle_event(session: Session, event: JobEvent) -> None:
-    """Apply one worker event to the store (inside the caller's transaction)."""
-    found = session.execute(
-        select(Job.batch_id, Job.attempt).where(Job.id == event.job_id)
-    ).one_or_none()
-    if found is None:
-        log.warning("event for unknown job %s", event.job_id)
+def apply_events(session: Session, events: list[JobEvent]) -> None:
+    """Apply a read of worker events to the store, inside the caller's transaction.
+
+    A few statements whatever the number of events: the jobs' batches and the jobs are
+    locked once each (the ledger's lock order), existing results read once, and the
+    changes flushed together at commit.
+    """
+    batch_of = batch_ids_of(session, (e.job_id for e in events))
+    unknown = {e.job_id for e in events} - set(batch_of)
+    for job_id in unknown:
+        log.warning("event for unknown job %s", job_id)
+    events = [e for e in events if e.job_id in batch_of]
+    if not events:
         return
-    batch_id, attempt = found
-    stale = event.attempt != attempt
+    batches = lock_batches(session, batch_of.values())
+    jobs = lock_jobs(session, batch_of)
+    done = [e.job_id for e in events if e.kind == EventKind.DONE and e.result is not None]
+    has_result = set(
+        session.scalars(select(Result.job_id).where(Result.job_id.in_(done))) if done else []
+    )
+    book = ledger(session)
+    for event in events:
+        job = jobs[event.job_id]
+        _apply(book, session, batches[job.batch_id], job, event, has_result)
+
+
+def _apply(
+    book: Ledger,
+    session: Session,
+    batch: Batch,
+    job: Job,
+    event: JobEvent,
+    has_result: set[str],
+) -> None:
     # A result is a result whichever attempt produced it; anything else must be current.
-    if stale and event.kind != EventKind.DONE:
+    if event.attempt != job.attempt and event.kind != EventKind.DONE:
         return
-    # Lock order everywhere: batch, then job.
-    batch = session.scalars(select(Batch).where(Batch.id == batch_id).with_for_update()).one()
-    job = session.scalars(select(Job).where(Job.id == event.job_id).with_for_update()).one()
     if job.status.is_terminal:
         return
     at = datetime.fromtimestamp(event.at, UTC)
     if event.kind in (EventKind.RUNNING, EventKind.PROGRESS):
-        move_job(batch, job, JobStatus.RUNNING, at)
+        started = datetime.fromtimestamp(event.started_at, UTC) if event.started_at else at
+        book.move(batch, job, JobStatus.RUNNING, started)
         if event.progress is not None and event.progress > job.progress:
             job.progress = event.progress
             job.updated_at = at
     elif event.kind == EventKind.DONE and event.result is not None:
-        if session.get(Result, job.id) is None:
+        if job.id not in has_result:
             session.add(
                 Result(
                     job_id=job.id,
@@ -121,10 +146,14 @@ def handle_event(session: Session, event: JobEvent) -> None:
                     serialised_results=event.result.serialised_results,
                 )
             )
+            has_result.add(job.id)
         job.progress = 100
         if job.start_timestamp is None:
-            job.start_timestamp = at
-        move_job(batch, job, JobStatus.DONE, at)
+            start = event.started_at if event.started_at is not None else event.at
+            job.start_timestamp = datetime.fromtimestamp(start, UTC)
+        book.move(batch, job, JobStatus.DONE, at)
     elif event.kind == EventKind.ERROR:
         job.errors = event.errors or ["the job failed"]
-        move_job(batch, job, JobStatus.ERROR, at)
+        if job.start_timestamp is None and event.started_at is not None:
+            job.start_timestamp = datetime.fromtimestamp(event.started_at, UTC)
+        book.move(batch, job, JobStatus.ERROR, at)

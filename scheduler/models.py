@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -127,7 +128,8 @@ class Batch(Base):
     count_canceled: Mapped[int] = mapped_column(Integer, default=0)
 
     __table_args__ = (
-        Index("ix_batches_project_created", "project_id", "created_at"),
+        # Lists: newest first within the caller's projects; `id` makes the order unique.
+        Index("ix_batches_project_created_id", "project_id", "created_at", "id"),
         Index("ix_batches_status", "status"),
         # One index per list filter (GET /api/v1/batches).
         Index("ix_batches_created", "created_at"),
@@ -178,6 +180,10 @@ class BatchTag(Base):
     __table_args__ = (Index("ix_batch_tags_tag", "tag", "batch_id"),)
 
 
+_BACKLOG = text("status = 'PENDING' AND dispatched_at IS NULL")
+_IN_FLIGHT = text("status IN ('PENDING', 'RUNNING') AND dispatched_at IS NOT NULL")
+
+
 class Job(Base):
     __tablename__ = "jobs"
 
@@ -208,10 +214,37 @@ class Job(Base):
 
     __table_args__ = (
         Index("ix_jobs_batch_order", "batch_id", "creation_order", unique=True),
-        # The dispatcher's query: undispatched PENDING jobs of a device, by level then age.
-        Index("ix_jobs_dispatch", "device_type", "status", "dispatched_at", "priority_rank"),
-        Index("ix_jobs_project_created", "project_id", "created_at"),
-        Index("ix_jobs_status", "status"),
+        # The backlog, in dispatch order: a dispatch decision is a walk of this index,
+        # whatever the backlog's size.
+        Index(
+            "ix_jobs_backlog",
+            "device_type",
+            "priority_rank",
+            "created_at",
+            "batch_id",
+            "creation_order",
+            postgresql_where=_BACKLOG,
+            sqlite_where=_BACKLOG,
+        ),
+        # Jobs handed to Redis and not ended: capacity and reconciliation read these.
+        Index(
+            "ix_jobs_in_flight",
+            "device_type",
+            "dispatched_at",
+            postgresql_where=_IN_FLIGHT,
+            sqlite_where=_IN_FLIGHT,
+        ),
+        # Lists: newest first within a project (and status); (batch_id, creation_order)
+        # makes the order unique, so a page never sorts a whole batch.
+        Index("ix_jobs_project_created", "project_id", "created_at", "batch_id", "creation_order"),
+        Index(
+            "ix_jobs_project_status_created",
+            "project_id",
+            "status",
+            "created_at",
+            "batch_id",
+            "creation_order",
+        ),
         # One index per list filter (GET /api/v2/jobs).
         Index("ix_jobs_created", "created_at"),
         Index("ix_jobs_user", "user_id"),
@@ -229,3 +262,22 @@ class Result(Base):
     counter: Mapped[dict[str, Any]]
     serialised_results: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class JobCount(Base):
+    """How many jobs each (project, user, device, level) has in each status.
+
+    Kept by the state machine in the same transaction as the jobs it counts, so list
+    totals and metrics read a few rows instead of counting millions.
+    """
+
+    __tablename__ = "job_counts"
+
+    project_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    device_type: Mapped[DeviceType] = mapped_column(
+        _enum(DeviceType, "device_type"), primary_key=True
+    )
+    priority_rank: Mapped[int] = mapped_column(Integer, primary_key=True)
+    status: Mapped[JobStatus] = mapped_column(_enum(JobStatus, "job_status"), primary_key=True)
+    n: Mapped[int] = mapped_column(Integer, default=0)

@@ -1,13 +1,13 @@
 """What users do to batches and jobs after creating them: add jobs, close, cancel, rebatch, tag.
 
-Every operation runs inside the caller's transaction and locks the batch row first (the
-lock order of the whole scheduler: batch, then job), so it cannot race the events consumer.
-Redis side effects (cancel flags, waking the dispatcher) come after the commit, from the API.
+Every operation runs inside the caller's transaction and locks the batch row first, then
+its jobs (the lock order of `scheduler.ledger`), reading them fresh, so it cannot race the
+events consumer, the reconciler or another cancel. Redis side effects (cancel flags,
+waking the dispatcher) come after the commit, from the API.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -17,22 +17,16 @@ from sqlalchemy.orm import Session
 from core.enums import BatchStatus, JobStatus
 from core.errors import ConflictError, InvalidRequestError
 from scheduler import queries
-from scheduler.intake import Caller, Intake, set_tags
+from scheduler.intake import Caller, Intake, job_row, new_batch, persist, set_tags
+from scheduler.ledger import ledger, lock_batches, lock_jobs
 from scheduler.listing import JobFilters, job_conditions
-from scheduler.models import Batch, Job, new_id, utcnow
-from scheduler.state import move_job, refresh_batch
+from scheduler.models import Batch, Job, utcnow
+from scheduler.state import refresh_batch
 from scheduler.submissions import JobIn
 
 _ENDED = frozenset(
     {BatchStatus.DONE, BatchStatus.ERROR, BatchStatus.CANCELED, BatchStatus.TIMED_OUT}
 )
-
-
-@dataclass
-class Canceled:
-    """Jobs moved to CANCELED; their ids get a cancel flag in Redis once committed."""
-
-    jobs: list[Job]
 
 
 def add_jobs(
@@ -49,7 +43,7 @@ def add_jobs(
     already in the batch is a retry (the SDK's `batch.retry(job)` sends exactly that): it
     gets that job as its `parent_id`.
     """
-    batch = queries.get_batch(session, caller.user_id, batch_id, lock=True)
+    batch = _lock_batch(session, caller.user_id, batch_id)
     if not batch.open:
         raise ConflictError(f"batch {batch_id} is closed: it accepts no new jobs")
     if batch.status in _ENDED:
@@ -86,88 +80,86 @@ def _retried(
 
 def close(session: Session, user_id: str, batch_id: str) -> Batch:
     """Close an open batch; closing a closed batch changes nothing."""
-    batch = queries.get_batch(session, user_id, batch_id, lock=True)
+    batch = _lock_batch(session, user_id, batch_id)
     if batch.open:
         batch.open = False
         refresh_batch(batch, utcnow())
     return batch
 
 
-def _cancel_jobs(session: Session, batch: Batch, jobs: list[Job], now: datetime) -> list[Job]:
-    canceled = []
-    for job in jobs:
-        locked = session.scalars(select(Job).where(Job.id == job.id).with_for_update()).one()
-        if move_job(batch, locked, JobStatus.CANCELED, now):
-            canceled.append(locked)
-    return canceled
+def _cancel_locked(session: Session, batch: Batch, job_ids: list[str], now: datetime) -> list[Job]:
+    """Cancel the jobs (of the locked `batch`) that are still active, locking them first."""
+    book = ledger(session)
+    jobs = lock_jobs(session, job_ids)
+    return [jobs[i] for i in job_ids if book.move(batch, jobs[i], JobStatus.CANCELED, now)]
 
 
-def cancel_batch(session: Session, user_id: str, batch_id: str) -> tuple[Batch, Canceled]:
+def _lock_batch(session: Session, user_id: str, batch_id: str) -> Batch:
+    """The caller's batch, locked and read fresh (404 when it is not theirs)."""
+    batch = queries.get_batch(session, user_id, batch_id)
+    return lock_batches(session, [batch.id])[batch.id]
+
+
+def cancel_batch(session: Session, user_id: str, batch_id: str) -> Batch:
     """Cancel every PENDING and RUNNING job and the batch (409 once the batch has ended)."""
-    batch = queries.get_batch(session, user_id, batch_id, lock=True)
+    batch = _lock_batch(session, user_id, batch_id)
     if batch.status in _ENDED:
         raise ConflictError(f"batch {batch_id} is {batch.status.value}: it cannot be canceled")
     now = utcnow()
-    active = session.scalars(
-        select(Job).where(
-            Job.batch_id == batch.id, Job.status.in_([JobStatus.PENDING, JobStatus.RUNNING])
-        )
-    ).all()
-    canceled = _cancel_jobs(session, batch, list(active), now)
+    active = queries.active_job_ids(session, batch.id)
+    _cancel_locked(session, batch, active, now)
     batch.open = False
     batch.status = BatchStatus.CANCELED
     batch.end_datetime = batch.end_datetime or now
     batch.updated_at = now
-    return batch, Canceled(canceled)
+    return batch
 
 
-def cancel_job(session: Session, user_id: str, job_id: str) -> tuple[Job, Canceled]:
+def cancel_job(session: Session, user_id: str, job_id: str) -> Job:
     """Cancel one job (409 when it has already ended)."""
-    job = queries.get_job(session, user_id, job_id)
-    batch = queries.get_batch(session, user_id, job.batch_id, lock=True)
+    batch_id = queries.get_job(session, user_id, job_id).batch_id
+    batch = lock_batches(session, [batch_id])[batch_id]
+    job = lock_jobs(session, [job_id])[job_id]
     if job.status.is_terminal:
         raise ConflictError(f"job {job_id} is {job.status.value}: it cannot be canceled")
-    canceled = _cancel_jobs(session, batch, [job], utcnow())
-    return job, Canceled(canceled)
+    _cancel_locked(session, batch, [job_id], utcnow())
+    return job
 
 
 def cancel_jobs(
     session: Session, user_id: str, batch_id: str, filters: JobFilters
-) -> tuple[list[Job], dict[str, str], Canceled]:
+) -> tuple[list[Job], dict[str, str]]:
     """Cancel the batch's jobs that match `filters`; the others that match are errors."""
-    batch = queries.get_batch(session, user_id, batch_id, lock=True)
-    matching = session.scalars(
-        select(Job)
+    batch = _lock_batch(session, user_id, batch_id)
+    matching = session.execute(
+        select(Job.id, Job.status)
         .where(Job.batch_id == batch.id, *job_conditions(filters))
         .order_by(Job.creation_order)
     ).all()
+    # Under the batch's lock no job of it changes status: this read is current.
     errors = {
-        job.id: f"job is {job.status.value}: it cannot be canceled"
-        for job in matching
-        if job.status.is_terminal
+        row.id: f"job is {row.status.value}: it cannot be canceled"
+        for row in matching
+        if row.status.is_terminal
     }
-    active = [job for job in matching if not job.status.is_terminal]
-    canceled = _cancel_jobs(session, batch, active, utcnow())
-    return canceled, errors, Canceled(canceled)
+    active = [row.id for row in matching if not row.status.is_terminal]
+    return _cancel_locked(session, batch, active, utcnow()), errors
 
 
 def rebatch(session: Session, user_id: str, batch_id: str, filters: JobFilters) -> Batch:
     """A new closed batch re-running the jobs of `batch_id` that match `filters`."""
     old = queries.get_batch(session, user_id, batch_id)
-    jobs = session.scalars(
-        select(Job)
+    jobs = session.execute(
+        select(Job.id, Job.runs, Job.variables, Job.sequence)
         .where(Job.batch_id == old.id, *job_conditions(filters))
         .order_by(Job.creation_order)
     ).all()
     if not jobs:
         raise InvalidRequestError.single("filters", "no job of the batch matches them")
-    now = utcnow()
-    new = Batch(
-        id=new_id(),
+    new = new_batch(
         project_id=old.project_id,
         user_id=user_id,
         parent_id=old.id,
-        status=BatchStatus.PENDING,
         open=False,
         device_type=old.device_type,
         queue_priority=old.queue_priority,
@@ -175,44 +167,19 @@ def rebatch(session: Session, user_id: str, batch_id: str, filters: JobFilters) 
         backend_configuration=old.backend_configuration,
         configuration=old.configuration,
         webhook=old.webhook,
-        tags=[],
-        created_at=now,
-        updated_at=now,
-        jobs_count=len(jobs),
-        count_pending=len(jobs),
     )
-    session.add(new)
-    session.flush()
-    set_tags(session, new, list(old.tags or []))
-    for order, job in enumerate(jobs):
-        session.add(
-            Job(
-                id=new_id(),
-                batch_id=new.id,
-                project_id=new.project_id,
-                user_id=user_id,
-                parent_id=job.id,
-                creation_order=order,
-                status=JobStatus.PENDING,
-                runs=job.runs,
-                variables=job.variables,
-                sequence=job.sequence,
-                progress=0,
-                created_at=now,
-                updated_at=now,
-                device_type=job.device_type,
-                priority_rank=job.priority_rank,
-                attempt=0,
-            )
-        )
-    session.flush()
+    rows = [
+        job_row(new, order, job.runs, job.variables, job.sequence, parent_id=job.id)
+        for order, job in enumerate(jobs)
+    ]
+    persist(session, new, rows, list(old.tags or []))
     return new
 
 
 def replace_tags(session: Session, user_id: str, batch_id: str, tags: list[Any]) -> Batch:
     if not all(isinstance(t, str) for t in tags):
         raise InvalidRequestError.single("body", "tags must be a JSON array of strings")
-    batch = queries.get_batch(session, user_id, batch_id, lock=True)
+    batch = _lock_batch(session, user_id, batch_id)
     set_tags(session, batch, tags)
     batch.updated_at = utcnow()
     return batch

@@ -3,31 +3,53 @@
 from __future__ import annotations
 
 import functools
+import uuid
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.enums import ACTIVE_JOB_STATUSES
 from core.errors import NotFoundError
 from scheduler.accounts import is_member
 from scheduler.models import Batch, Job, Result
 from scheduler.sequences import build_serialized
 
 
-def get_batch(session: Session, user_id: str, batch_id: str, lock: bool = False) -> Batch:
-    query = select(Batch).where(Batch.id == batch_id)
-    if lock:
-        query = query.with_for_update()
-    batch = session.scalar(query)
+def is_id(value: str) -> bool:
+    """Whether `value` is shaped like our ids (UUIDs); nothing else can be found."""
+    try:
+        return str(uuid.UUID(value)) == value
+    except ValueError:
+        return False
+
+
+def get_batch(session: Session, user_id: str, batch_id: str) -> Batch:
+    batch = session.get(Batch, batch_id) if is_id(batch_id) else None
     if batch is None or not is_member(session, user_id, batch.project_id):
         raise NotFoundError("batch", batch_id)
     return batch
 
 
 def get_job(session: Session, user_id: str, job_id: str) -> Job:
-    job = session.get(Job, job_id)
+    job = session.get(Job, job_id) if is_id(job_id) else None
     if job is None or not is_member(session, user_id, job.project_id):
         raise NotFoundError("job", job_id)
     return job
+
+
+def job_ids_of_batch(session: Session, batch_id: str) -> list[str]:
+    """The batch's job ids in creation order, read without building ORM objects."""
+    return list(
+        session.scalars(select(Job.id).where(Job.batch_id == batch_id).order_by(Job.creation_order))
+    )
+
+
+def active_job_ids(session: Session, batch_id: str) -> list[str]:
+    return list(
+        session.scalars(
+            select(Job.id).where(Job.batch_id == batch_id, Job.status.in_(ACTIVE_JOB_STATUSES))
+        )
+    )
 
 
 def jobs_of_batch(session: Session, batch_id: str) -> list[Job]:
@@ -37,7 +59,7 @@ def jobs_of_batch(session: Session, batch_id: str) -> list[Job]:
 
 
 def get_result(session: Session, job_id: str) -> Result | None:
-    return session.get(Result, job_id)
+    return session.get(Result, job_id) if is_id(job_id) else None
 
 
 def job_sequence(job: Job, batch: Batch) -> str | None:

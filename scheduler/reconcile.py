@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,22 +19,22 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import Settings
-from core.enums import DeviceType, JobStatus
+from core.enums import ACTIVE_JOB_STATUSES, DeviceType, JobStatus
 from core.names import RedisKeys, device_queues
 from scheduler.dispatch import job_id_of_task
-from scheduler.models import Batch, Job, utcnow
-from scheduler.state import move_job
+from scheduler.ledger import batch_ids_of, ledger, lock_batches, lock_jobs
+from scheduler.models import Job, utcnow
 
 log = logging.getLogger(__name__)
 
 
 class Reconciler:
-    """Requeues a dispatched job once it has been unaccounted for during `lease_ttl_s`.
+    """Requeues a dispatched job once it has been unaccounted for during `lost_grace_s`.
 
     Accounted for means waiting in one of its device's queues, or leased by a live worker.
     A message a dead worker had taken stays in kombu's `unacked` hash until the visibility
-    timeout, so that hash is no sign of life; the lease is. The grace period covers the
-    moment between a worker taking a message and taking the lease.
+    timeout, so that hash is no sign of life; the lease is. A dead worker's job is thus
+    back in the backlog within `lease_ttl_s + lost_grace_s + reconcile_interval_s`.
     """
 
     def __init__(
@@ -43,8 +43,10 @@ class Reconciler:
         sessions: sessionmaker[Session],
         client: redis.Redis,
         devices: Iterable[DeviceType],
+        ready: Callable[[], bool] = lambda: True,
     ) -> None:
         self.settings = settings
+        self.ready = ready
         self.sessions = sessions
         self.client = client
         self.keys = RedisKeys(settings.namespace)
@@ -53,13 +55,16 @@ class Reconciler:
 
     def reconcile_once(self) -> int:
         """Requeue every lost job; returns how many were requeued or failed."""
+        if not self.ready():
+            return 0  # a job's final event may still wait in the stream
         now = utcnow()
-        dispatched_before = now - timedelta(seconds=self.settings.redispatch_after_s)
-        with self.sessions.begin() as session:
+        dispatched_before = now - timedelta(seconds=self.settings.lost_grace_s)
+        with self.sessions() as session:
             candidates = list(
                 session.scalars(
                     select(Job.id).where(
-                        Job.status.in_([JobStatus.PENDING, JobStatus.RUNNING]),
+                        Job.device_type.in_(self.devices),
+                        Job.status.in_(ACTIVE_JOB_STATUSES),
                         Job.dispatched_at.is_not(None),
                         Job.dispatched_at < dispatched_before,
                     )
@@ -70,12 +75,11 @@ class Reconciler:
         self._suspects = {j: t for j, t in self._suspects.items() if j in unaccounted}
         for job_id in unaccounted:
             self._suspects.setdefault(job_id, clock)
-        lost = [j for j, t in self._suspects.items() if clock - t >= self.settings.lease_ttl_s]
-        for job_id in lost:
-            self._requeue(job_id, now)
-            del self._suspects[job_id]
+        lost = [j for j, t in self._suspects.items() if clock - t >= self.settings.lost_grace_s]
         if lost:
-            self.client.lpush(self.keys.dispatch_wakeup, 1)
+            self._requeue(lost, now)
+        for job_id in lost:
+            del self._suspects[job_id]
         return len(lost)
 
     def _unaccounted(self, job_ids: list[str]) -> set[str]:
@@ -90,33 +94,36 @@ class Reconciler:
 
     def _jobs_waiting(self) -> set[str]:
         """Ids of jobs with a message waiting in one of the devices' queues."""
-        found = set()
+        pipe = self.client.pipeline(transaction=False)
         for device in self.devices:
             for queue in device_queues(device):
-                for raw in self.client.lrange(self.keys.celery_queue(queue), 0, -1):
-                    task = _task_id(_loads(raw))
-                    if task:
-                        found.add(job_id_of_task(task))
+                pipe.lrange(self.keys.celery_queue(queue), 0, -1)
+        found = set()
+        for messages in pipe.execute():
+            for raw in messages:
+                task = _task_id(_loads(raw))
+                if task:
+                    found.add(job_id_of_task(task))
         return found
 
-    def _requeue(self, job_id: str, now: datetime) -> None:
+    def _requeue(self, job_ids: list[str], now: datetime) -> None:
         with self.sessions.begin() as session:
-            job = session.get(Job, job_id)
-            if job is None or job.status.is_terminal or job.dispatched_at is None:
-                return
-            batch = session.scalars(
-                select(Batch).where(Batch.id == job.batch_id).with_for_update()
-            ).one()
-            job = session.scalars(select(Job).where(Job.id == job_id).with_for_update()).one()
-            if job.attempt >= self.settings.max_attempts:
-                job.errors = [f"the job was lost {job.attempt} times (worker or broker failure)"]
-                move_job(batch, job, JobStatus.ERROR, now)
-                log.warning("job %s failed after %d lost attempts", job_id, job.attempt)
-                return
-            log.warning("job %s (attempt %d) was lost; queueing it again", job_id, job.attempt)
-            move_job(batch, job, JobStatus.PENDING, now)
-            job.dispatched_at = None
-            job.progress = 0
+            book = ledger(session)
+            batches = lock_batches(session, batch_ids_of(session, job_ids).values())
+            jobs = lock_jobs(session, job_ids)
+            for job in jobs.values():
+                if job.status.is_terminal or job.dispatched_at is None:
+                    continue  # it ended, or was requeued, meanwhile
+                batch = batches[job.batch_id]
+                if job.attempt >= self.settings.max_attempts:
+                    job.errors = [
+                        f"the job was lost {job.attempt} times (worker or broker failure)"
+                    ]
+                    book.move(batch, job, JobStatus.ERROR, now)
+                    log.warning("job %s failed after %d lost attempts", job.id, job.attempt)
+                    continue
+                log.warning("job %s (attempt %d) was lost; queueing it again", job.id, job.attempt)
+                book.requeue(batch, job, now)
 
 
 def _loads(raw: bytes | str) -> Any:

@@ -12,9 +12,11 @@ from core.config import Settings
 from core.enums import BatchStatus, EventKind, JobStatus
 from core.messages import JobEvent, JobResult
 from core.names import RedisKeys
-from scheduler.events import EventsConsumer, handle_event
+from scheduler.db import make_sessionmaker
+from scheduler.events import EventsConsumer, apply_events
 from scheduler.intake import Caller, Intake
 from scheduler.models import Batch, Job, Result
+from scheduler.reactions import redis_reactor
 from scheduler.submissions import CreateBatchRequest
 from tests.conftest import Account
 from tests.sequences import parametrized_sweep
@@ -28,9 +30,7 @@ def submit(sessions: sessionmaker[Session], account: Account, jobs: int = 2) -> 
         jobs=[{"runs": 10, "variables": {"omega": 5.0, "duration": 300}}] * jobs,
     )
     with sessions.begin() as session:
-        submission = Intake(Settings().devices).create_batch(
-            session, request, Caller(account.user_id)
-        )
+        submission = Intake(Settings()).create_batch(session, request, Caller(account.user_id))
         ids = [row["id"] for row in submission.jobs]
         session.execute(update(Job).where(Job.id.in_(ids)).values(attempt=1))
     return ids
@@ -38,8 +38,8 @@ def submit(sessions: sessionmaker[Session], account: Account, jobs: int = 2) -> 
 
 def apply(sessions: sessionmaker[Session], job_id: str, kind: EventKind, **fields: Any) -> None:
     with sessions.begin() as session:
-        handle_event(session, JobEvent(job_id=job_id, attempt=fields.pop("attempt", 1),
-                                       kind=kind, **fields))  # fmt: skip
+        apply_events(session, [JobEvent(job_id=job_id, attempt=fields.pop("attempt", 1),
+                                        kind=kind, **fields)])  # fmt: skip
 
 
 def state(sessions: sessionmaker[Session], job_id: str) -> tuple[Job, Batch]:
@@ -120,7 +120,9 @@ def test_the_consumer_applies_acknowledges_and_deletes_stream_entries(
 ) -> None:  # fmt: skip
     (job_id, _) = submit(sessions, account)
     keys = RedisKeys(settings.namespace)
-    consumer = EventsConsumer(redis_client, keys, sessions)
+    # The scheduler's sessions: committed changes wake the dispatcher.
+    reacting = make_sessionmaker(sessions.kw["bind"], [redis_reactor(redis_client, settings)])
+    consumer = EventsConsumer(redis_client, keys, reacting)
     consumer.ensure_group()
     for event in (
         JobEvent(job_id=job_id, attempt=1, kind=EventKind.RUNNING),
@@ -132,7 +134,8 @@ def test_the_consumer_applies_acknowledges_and_deletes_stream_entries(
     assert handled == 3  # the unknown job's event is consumed and dropped
     assert state(sessions, job_id)[0].status == JobStatus.DONE
     assert redis_client.xlen(keys.events_stream) == 0
-    assert redis_client.llen(keys.dispatch_wakeup) == 1
+    # The job ended: the dispatcher is woken for its device
+    assert redis_client.lrange(keys.dispatch_wakeup, 0, -1) == [b"EMU_SV"]
 
 
 def test_the_consumer_recreates_its_group_after_redis_lost_it(
@@ -141,7 +144,9 @@ def test_the_consumer_recreates_its_group_after_redis_lost_it(
 ) -> None:  # fmt: skip
     (job_id, _) = submit(sessions, account)
     keys = RedisKeys(settings.namespace)
-    consumer = EventsConsumer(redis_client, keys, sessions)
+    # The scheduler's sessions: committed changes wake the dispatcher.
+    reacting = make_sessionmaker(sessions.kw["bind"], [redis_reactor(redis_client, settings)])
+    consumer = EventsConsumer(redis_client, keys, reacting)
     consumer.ensure_group()
     consumer.consume_once(block_ms=10)  # past the replay of pending entries
     redis_client.delete(keys.events_stream)  # what a Redis restart without data does

@@ -12,7 +12,7 @@ from core.enums import EventKind
 from core.messages import JobEvent, JobResult
 from scheduler import accounts
 from scheduler.db import make_engine, make_sessionmaker
-from scheduler.events import handle_event
+from scheduler.events import apply_events
 from scheduler.migrate import upgrade
 from tests.sequences import parametrized_sweep
 
@@ -51,7 +51,7 @@ def test_a_batch_runs_through_the_store_on_sqlite(
         done = JobEvent(job_id=job_id, attempt=1, kind=EventKind.DONE,
                         result=JobResult(counter={"000": 4}))  # fmt: skip
         with sessions.begin() as session:
-            handle_event(session, done)
+            apply_events(session, [done])
         # Then reads, filters and the result link work the same as on PostgreSQL
         read = client.get(f"/api/v2/batches/{batch['id']}", headers=headers).json()["data"]
         assert read["status"] == "DONE"

@@ -1,0 +1,213 @@
+"""One state machine, one lock order: every change of a job's status goes through here.
+
+Lock order everywhere: the batch rows (by id), then the job rows (by id), then the
+`job_counts` rows (by key, at commit). Rows are re-read under their lock
+(`populate_existing`), so a decision is never taken on a stale copy.
+
+The ledger of a transaction counts what its moves change in `job_counts` and writes the
+sums just before the commit, in key order; it also keeps the list of moves, which the
+caller reacts to once committed (cancel flags, waking the dispatcher, metrics).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import event, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from core.enums import DeviceType, JobStatus
+from scheduler.models import Batch, Job, JobCount
+from scheduler.state import move_job
+
+log = logging.getLogger(__name__)
+
+CountKey = tuple[str, str, DeviceType, int, JobStatus]
+
+
+@dataclass(frozen=True)
+class Move:
+    job_id: str
+    batch_id: str
+    device_type: DeviceType
+    priority_rank: int
+    old: JobStatus
+    new: JobStatus
+    at: datetime
+
+
+@dataclass
+class Ledger:
+    deltas: Counter[CountKey] = field(default_factory=Counter)
+    moves: list[Move] = field(default_factory=list)
+    created_jobs: Counter[DeviceType] = field(default_factory=Counter)
+    # Devices whose backlog grew or whose capacity was freed: the dispatcher is woken.
+    wake: set[DeviceType] = field(default_factory=set)
+
+    def move(self, batch: Batch, job: Job, status: JobStatus, at: datetime) -> bool:
+        """Move a locked job (and its locked batch's counters); False if not allowed."""
+        old = job.status
+        if not move_job(batch, job, status, at):
+            return False
+        key = (job.project_id, job.user_id, job.device_type, job.priority_rank)
+        self.deltas[(*key, old)] -= 1
+        self.deltas[(*key, status)] += 1
+        self.moves.append(
+            Move(job.id, job.batch_id, job.device_type, job.priority_rank, old, status, at)
+        )
+        if status.is_terminal or status == JobStatus.PENDING:
+            self.wake.add(job.device_type)
+        return True
+
+    def requeue(self, batch: Batch, job: Job, at: datetime) -> None:
+        """Put a lost job back in the backlog (RUNNING, or PENDING with its message gone)."""
+        self.move(batch, job, JobStatus.PENDING, at)
+        job.dispatched_at = None
+        job.progress = 0
+        self.wake.add(job.device_type)
+
+    def created(self, batch: Batch, jobs: int) -> None:
+        """`jobs` new PENDING jobs of `batch`."""
+        rank = batch.queue_priority.rank
+        key = (batch.project_id, batch.user_id, batch.device_type, rank, JobStatus.PENDING)
+        self.deltas[key] += jobs
+        self.created_jobs[batch.device_type] += jobs
+        self.wake.add(batch.device_type)
+
+    def ended(self) -> list[Move]:
+        return [m for m in self.moves if m.new.is_terminal]
+
+    def canceled(self) -> list[Move]:
+        return [m for m in self.moves if m.new == JobStatus.CANCELED]
+
+    def write_counts(self, session: Session) -> None:
+        rows = [
+            {
+                "project_id": k[0],
+                "user_id": k[1],
+                "device_type": k[2],
+                "priority_rank": k[3],
+                "status": k[4],
+                "n": n,
+            }
+            for k, n in sorted(self.deltas.items(), key=lambda kv: _sort_key(kv[0]))
+            if n
+        ]
+        self.deltas.clear()
+        if not rows:
+            return
+        dialect = session.get_bind().dialect.name
+        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        stmt = insert(JobCount)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=list(_KEY_COLUMNS), set_={"n": JobCount.n + stmt.excluded.n}
+        )
+        # One statement per key, in key order: two transactions never wait on each other's
+        # counter rows in opposite orders.
+        for row in rows:
+            session.execute(stmt, row)
+
+
+_KEY_COLUMNS = ("project_id", "user_id", "device_type", "priority_rank", "status")
+
+
+def _sort_key(key: CountKey) -> tuple[str, str, str, int, str]:
+    return (key[0], key[1], key[2].value, key[3], key[4].value)
+
+
+def ledger(session: Session) -> Ledger:
+    """The ledger of `session`'s current transaction."""
+    found: Ledger | None = session.info.get("ledger")
+    if found is None:
+        found = session.info["ledger"] = Ledger()
+    return found
+
+
+Reactor = Callable[[Ledger], None]
+"""Called with each committed ledger (Redis flags, wake-ups, metrics); must not raise."""
+
+
+class StoreSession(Session):
+    """Sessions of the store: the ledger's counts are written just before each commit, and
+    the process's reactors see it once committed."""
+
+
+@event.listens_for(StoreSession, "before_commit")
+def _write_counts(session: Session) -> None:
+    found: Ledger | None = session.info.get("ledger")
+    if found is not None:
+        found.write_counts(session)
+
+
+@event.listens_for(StoreSession, "after_commit")
+def _react(session: Session) -> None:
+    committed: Ledger | None = session.info.pop("ledger", None)
+    if committed is None or not (committed.moves or committed.wake):
+        return
+    for reactor in session.info.get("reactors", ()):
+        try:
+            reactor(committed)
+        except Exception:  # the write is committed: never fail the caller after it
+            log.exception("reacting to a commit failed")
+
+
+@event.listens_for(StoreSession, "after_rollback")
+def _forget(session: Session) -> None:
+    session.info.pop("ledger", None)
+
+
+def lock_batches(session: Session, ids: Iterable[str]) -> dict[str, Batch]:
+    """The batches, locked in id order and read fresh."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    rows = session.scalars(
+        select(Batch)
+        .where(Batch.id.in_(wanted))
+        .order_by(Batch.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return {b.id: b for b in rows}
+
+
+def lock_jobs(session: Session, ids: Iterable[str]) -> dict[str, Job]:
+    """The jobs, locked in id order and read fresh (after their batches: the lock order)."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    found: dict[str, Job] = {}
+    for chunk in _chunks(wanted, 1000):
+        rows = session.scalars(
+            select(Job)
+            .where(Job.id.in_(chunk))
+            .order_by(Job.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        found.update((j.id, j) for j in rows)
+    return found
+
+
+def batch_ids_of(session: Session, job_ids: Iterable[str]) -> dict[str, str]:
+    """job id -> batch id (immutable, so read without a lock)."""
+    wanted = sorted(set(job_ids))
+    found: dict[str, str] = {}
+    for chunk in _chunks(wanted, 1000):
+        found.update(
+            (row.id, row.batch_id)
+            for row in session.execute(select(Job.id, Job.batch_id).where(Job.id.in_(chunk)))
+        )
+    return found
+
+
+def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
