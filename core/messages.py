@@ -40,6 +40,9 @@ class JobEvent(BaseModel):
     attempt: int
     kind: EventKind
     at: float = Field(default_factory=time.time, description="Unix time at the worker.")
+    started_at: float | None = Field(
+        default=None, description="When this attempt started running (Unix time)."
+    )
     progress: int | None = Field(default=None, ge=0, le=100)
     result: JobResult | None = None
     errors: list[str] | None = None

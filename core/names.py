@@ -6,6 +6,9 @@ from core.enums import DeviceType, QueuePriority
 
 RUN_JOB_TASK = "atomfleet.run_job"
 EVENTS_GROUP = "scheduler"
+WORKER_HEARTBEAT_S = 5.0
+WORKER_HEARTBEAT_TTL_S = 30.0  # a worker not seen for this long is gone
+WAKEUP_LIST_MAX = 100
 
 _LEVEL = {QueuePriority.HIGH: "high", QueuePriority.MEDIUM: "medium", QueuePriority.LOW: "low"}
 
@@ -37,7 +40,8 @@ class RedisKeys:
 
     @property
     def dispatch_wakeup(self) -> str:
-        """A list the dispatcher blocks on; intake and the events consumer push to it."""
+        """A list the dispatcher blocks on: each entry names a device that may have room or
+        backlog (intake, workers taking a message, ended or requeued jobs push to it)."""
         return f"{self.namespace}:dispatch:wakeup"
 
     def lease(self, job_id: str) -> str:
@@ -49,8 +53,18 @@ class RedisKeys:
         return f"{self.namespace}:attempt:{job_id}"
 
     def workers(self, device_type: DeviceType) -> str:
-        """Sorted set of a device's live workers, scored by their last heartbeat (Unix time)."""
+        """Sorted set of a device's consuming workers, scored by their last heartbeat (Unix
+        time); a worker that stopped consuming stops beating."""
         return f"{self.namespace}:workers:{device_type.value}"
+
+    def worker_info(self, device_type: DeviceType) -> str:
+        """Hash: worker -> JSON `{"concurrency", "busy", "host", "pid"}` (its last beat)."""
+        return f"{self.namespace}:workers:{device_type.value}:info"
+
+    def device_state(self, device_type: DeviceType) -> str:
+        """Hash the scheduler keeps per device: `stalled_since` (Unix time) while its
+        workers claim free slots but take no waiting message."""
+        return f"{self.namespace}:device:{device_type.value}"
 
     def cancel_flag(self, job_id: str) -> str:
         return f"{self.namespace}:cancel:{job_id}"

@@ -1,31 +1,48 @@
-"""The dispatcher: moves PENDING jobs from the store onto Celery queues.
+"""The dispatcher: moves backlog jobs from the store onto Celery queues.
 
-The backlog stays in the database; Redis holds at most `dispatch_window_per_device`
-waiting messages per device type. Jobs go out strictly by level (HIGH, MEDIUM, LOW)
-and first-in first-out within a level; workers consume their three queues in that
-order, so a late HIGH job still overtakes every waiting MEDIUM one.
+The backlog stays in the database; Redis holds a small window of messages per device:
+about `dispatch_horizon_s` of work at the rate workers take it (at least one message
+per free worker slot, at most `dispatch_window_per_device`), never more than the
+device's fleet-wide capacity (a QPU: one job at a time). Which jobs go out is the
+policy's choice (`scheduler/policies/`). Workers consume their three queues HIGH first,
+so a late HIGH job still overtakes every waiting MEDIUM one.
+
+The dispatcher sleeps until something wakes it: a submission, a worker taking a message,
+a job ending or being requeued (each pushes its device on `dispatch_wakeup`). While a
+device has backlog and a full window, it polls that device's queue lengths (Redis only),
+backing off up to a second.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import time
+from collections import OrderedDict
 from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 from celery import Celery
-from sqlalchemy import func, select, update
+from sqlalchemy import Row, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.broker import celery_config
+from core.catalog import entry
 from core.config import Settings
-from core.enums import DeviceType, JobStatus, QueuePriority
+from core.enums import ACTIVE_JOB_STATUSES, DeviceType, QueuePriority
 from core.messages import JobSpec
-from core.names import RUN_JOB_TASK, RedisKeys, queue_name
+from core.names import RUN_JOB_TASK, RedisKeys, device_queues, queue_name
 from scheduler.models import Batch, Job, utcnow
+from scheduler.policies.base import Policy
+from scheduler.policies.strict import StrictPriority
+from scheduler.workers import live_slots
 
 log = logging.getLogger(__name__)
 
 _BY_RANK = {p.rank: p for p in QueuePriority}
+_MAX_POLL_S = 1.0
 
 
 def make_producer(settings: Settings) -> Celery:
@@ -33,6 +50,25 @@ def make_producer(settings: Settings) -> Celery:
     app = Celery("atomfleet-scheduler")
     app.conf.update(celery_config(settings))
     return app
+
+
+@dataclass
+class _DeviceState:
+    """What the dispatcher remembers of a device between passes."""
+
+    backlog: bool = True  # False once a pass found it empty, until something wakes it
+    queued: int = 0  # messages in its queues after the last pass
+    seen_at: float = field(default_factory=time.monotonic)
+    rate: float = 0.0  # messages taken by workers per second (moving average)
+    slots: int = 0
+    slots_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class _BatchPayload:
+    sequence_builder: str | None
+    backend_configuration: str | None
+    configuration: dict[str, Any] | None
 
 
 class Dispatcher:
@@ -43,6 +79,7 @@ class Dispatcher:
         client: redis.Redis,
         producer: Celery,
         devices: Iterable[DeviceType],
+        policy: Policy | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
@@ -50,78 +87,189 @@ class Dispatcher:
         self.producer = producer
         self.keys = RedisKeys(settings.namespace)
         self.devices = list(devices)
+        self.policy = policy or StrictPriority()
+        self.state = {d: _DeviceState() for d in self.devices}
+        self._batches: OrderedDict[str, _BatchPayload] = OrderedDict()
+        self._poll_s = 0.005
+
+    # -- waking ---------------------------------------------------------------------
 
     def wait_for_work(self, timeout_s: float) -> None:
-        """Block until a submission or an event wakes us, or `timeout_s` passes."""
-        if self.client.blpop([self.keys.dispatch_wakeup], timeout=timeout_s) is not None:
-            self.client.delete(self.keys.dispatch_wakeup)
+        """Block until something wakes us or `timeout_s` passes; note the devices named."""
+        popped = self.client.blpop([self.keys.dispatch_wakeup], timeout=timeout_s)
+        if popped is None:
+            if timeout_s >= self.settings.dispatch_idle_wait_s:
+                self._maybe_backlog(self.devices)  # the safety net: look at everything
+            return
+        pipe = self.client.pipeline()
+        pipe.lrange(self.keys.dispatch_wakeup, 0, -1)
+        pipe.delete(self.keys.dispatch_wakeup)
+        rest, _ = pipe.execute()
+        self._maybe_backlog(_devices_named([popped[1], *rest], self.devices))
 
-    def dispatch_once(self) -> int:
-        return sum(self._dispatch_device(device) for device in self.devices)
+    def _maybe_backlog(self, devices: Iterable[DeviceType]) -> None:
+        for device in devices:
+            self.state[device].backlog = True
 
-    def _dispatch_device(self, device: DeviceType) -> int:
-        with self.sessions.begin() as session:
-            waiting = session.scalar(
-                select(func.count())
-                .select_from(Job)
-                .where(
-                    Job.device_type == device,
-                    Job.status == JobStatus.PENDING,
-                    Job.dispatched_at.is_not(None),
-                )
-            )
-            room = self.settings.dispatch_window_per_device - (waiting or 0)
+    def run_once(self) -> None:
+        """One dispatch pass, then sleep until woken (briefly while windows are full)."""
+        waiting = self.dispatch_once()
+        if waiting:
+            timeout = self._poll_s
+            self._poll_s = min(self._poll_s * 2, _MAX_POLL_S)
+        else:
+            timeout = self.settings.dispatch_idle_wait_s
+            self._poll_s = 0.005
+        self.wait_for_work(timeout)
+
+    # -- dispatching ----------------------------------------------------------------
+
+    def dispatch_once(self) -> bool:
+        """Fill every device's window; True while some device has backlog it could not send."""
+        lengths = self._queue_lengths()
+        starved = False
+        for device in self.devices:
+            state = self.state[device]
+            self._observe(device, state, lengths[device])
+            if not state.backlog:
+                continue
+            room = self._room(device, state)
             if room <= 0:
-                return 0
-            rows = session.execute(
-                select(Job, Batch)
-                .join(Batch, Batch.id == Job.batch_id)
-                .where(
-                    Job.device_type == device,
-                    Job.status == JobStatus.PENDING,
-                    Job.dispatched_at.is_(None),
+                starved = True
+                continue
+            sent, asked = self._dispatch(device, room)
+            state.queued += sent
+            if sent:
+                self._poll_s = 0.005
+            if sent < asked:
+                state.backlog = False  # nothing more (or all locked): wait to be woken
+            else:
+                starved = True
+        return starved
+
+    def _queue_lengths(self) -> dict[DeviceType, int]:
+        pipe = self.client.pipeline(transaction=False)
+        for device in self.devices:
+            for queue in device_queues(device):
+                pipe.llen(self.keys.celery_queue(queue))
+        counts = pipe.execute()
+        per = len(QueuePriority)
+        return {d: sum(counts[i * per : (i + 1) * per]) for i, d in enumerate(self.devices)}
+
+    def _observe(self, device: DeviceType, state: _DeviceState, queued: int) -> None:
+        """Update the device's take rate from how much its queues drained since last time."""
+        now = time.monotonic()
+        elapsed = now - state.seen_at
+        taken = max(0, state.queued - queued)
+        if elapsed > 0:
+            instant = taken / elapsed
+            weight = min(1.0, elapsed / 2.0)  # about a two-second moving average
+            state.rate += (instant - state.rate) * weight
+        state.queued, state.seen_at = queued, now
+        if now - state.slots_at > 1.0:
+            state.slots = live_slots(self.client, self.keys, device)
+            state.slots_at = now
+
+    def _room(self, device: DeviceType, state: _DeviceState) -> int:
+        window = max(1, state.slots, math.ceil(state.rate * self.settings.dispatch_horizon_s))
+        window = min(window, self.settings.dispatch_window_per_device)
+        room = window - state.queued
+        capacity = entry(device).capacity
+        if capacity is not None and room > 0:
+            room = min(room, capacity - self._in_flight(device))
+        return room
+
+    def _in_flight(self, device: DeviceType) -> int:
+        with self.sessions() as session:
+            return int(
+                session.scalar(
+                    select(func.count())
+                    .select_from(Job)
+                    .where(
+                        Job.device_type == device,
+                        Job.status.in_(ACTIVE_JOB_STATUSES),
+                        Job.dispatched_at.is_not(None),
+                    )
                 )
-                .order_by(Job.priority_rank, Job.created_at, Job.batch_id, Job.creation_order)
-                .limit(room)
-                .with_for_update(of=Job, skip_locked=True)
-            ).all()
+                or 0
+            )
+
+    def _dispatch(self, device: DeviceType, room: int) -> tuple[int, int]:
+        """Send up to `room` jobs of `device`; (sent, asked)."""
+        with self.sessions.begin() as session:
             now = utcnow()
-            specs = []
-            for job, batch in rows:
-                job.attempt += 1
-                job.dispatched_at = now
-                specs.append((_spec(job, batch), _BY_RANK[job.priority_rank]))
-        # Committed first: if publishing fails now, reconciliation sends the job again.
-        sent = 0
-        for spec, priority in specs:
-            try:
-                self._publish(spec, priority)
-                sent += 1
-            except Exception:
-                log.exception("could not publish job %s; it goes back to the backlog", spec.job_id)
-                self._undispatch(spec)
-        return sent
+            rows = self.policy.pick(session, device, room, now)
+            if not rows:
+                return 0, room
+            session.execute(
+                update(Job)
+                .where(Job.id.in_([r.id for r in rows]))
+                .values(attempt=Job.attempt + 1, dispatched_at=now)
+            )
+            payloads = self._payloads(session, {r.batch_id for r in rows})
+        # Committed first: if publishing fails now, the job goes back to the backlog (or
+        # reconciliation sends it again).
+        specs = [(_spec(row, device, payloads[row.batch_id]), row.priority_rank) for row in rows]
+        try:
+            self._publish(specs)
+        except Exception:
+            log.exception(
+                "could not publish %d jobs of %s; back to the backlog", len(specs), device
+            )
+            self._undispatch([spec for spec, _ in specs])
+            return 0, room
+        return len(specs), room
 
-    def _publish(self, spec: JobSpec, priority: QueuePriority) -> None:
+    def _payloads(self, session: Session, batch_ids: set[str]) -> dict[str, _BatchPayload]:
+        """Each batch's shared message parts; cached, as they never change."""
+        missing = [b for b in batch_ids if b not in self._batches]
+        if missing:
+            for row in session.execute(
+                select(
+                    Batch.id,
+                    Batch.sequence_builder,
+                    Batch.backend_configuration,
+                    Batch.configuration,
+                ).where(Batch.id.in_(missing))
+            ):
+                self._batches[row.id] = _BatchPayload(
+                    row.sequence_builder, row.backend_configuration, row.configuration
+                )
+        found = {}
+        for batch_id in batch_ids:
+            self._batches.move_to_end(batch_id)
+            found[batch_id] = self._batches[batch_id]
+        while len(self._batches) > 512:
+            self._batches.popitem(last=False)
+        return found
+
+    def _publish(self, specs: list[tuple[JobSpec, int]]) -> None:
         ttl_s = self.settings.job_time_limit_s * 2
-        self.client.set(self.keys.current_attempt(spec.job_id), spec.attempt, ex=ttl_s)
-        self.producer.send_task(
-            RUN_JOB_TASK,
-            args=[spec.model_dump(mode="json", exclude_none=True)],
-            queue=queue_name(spec.device_type, priority),
-            task_id=task_id(spec.job_id, spec.attempt),
-        )
+        pipe = self.client.pipeline(transaction=False)
+        for spec, _ in specs:
+            pipe.set(self.keys.current_attempt(spec.job_id), spec.attempt, ex=ttl_s)
+        pipe.execute()
+        with self.producer.producer_or_acquire() as producer, producer.batch():
+            for spec, rank in specs:
+                self.producer.send_task(
+                    RUN_JOB_TASK,
+                    args=[spec.model_dump(mode="json", exclude_none=True)],
+                    queue=queue_name(spec.device_type, _BY_RANK[rank]),
+                    task_id=task_id(spec.job_id, spec.attempt),
+                    producer=producer,
+                )
 
-    def _undispatch(self, spec: JobSpec) -> None:
+    def _undispatch(self, specs: list[JobSpec]) -> None:
         try:
             with self.sessions.begin() as session:
-                session.execute(
-                    update(Job)
-                    .where(Job.id == spec.job_id, Job.attempt == spec.attempt)
-                    .values(dispatched_at=None, attempt=Job.attempt - 1)
-                )
+                for spec in specs:
+                    session.execute(
+                        update(Job)
+                        .where(Job.id == spec.job_id, Job.attempt == spec.attempt)
+                        .values(dispatched_at=None, attempt=Job.attempt - 1)
+                    )
         except Exception:
-            log.exception("could not put job %s back; reconciliation will", spec.job_id)
+            log.exception("could not put %d jobs back; reconciliation will", len(specs))
 
 
 def task_id(job_id: str, attempt: int) -> str:
@@ -132,17 +280,29 @@ def job_id_of_task(task: str) -> str:
     return task.rsplit(".", 1)[0]
 
 
-def _spec(job: Job, batch: Batch) -> JobSpec:
-    sequence = job.sequence if job.sequence is not None else batch.sequence_builder
+def _devices_named(raw: list[Any], devices: list[DeviceType]) -> list[DeviceType]:
+    """The devices a wake-up names; an entry naming none (or an unknown one) means all."""
+    named: set[DeviceType] = set()
+    for item in raw:
+        value = item.decode() if isinstance(item, bytes) else str(item)
+        if value in DeviceType.__members__ and DeviceType(value) in devices:
+            named.add(DeviceType(value))
+        else:
+            return list(devices)
+    return [d for d in devices if d in named]
+
+
+def _spec(row: Row[Any], device: DeviceType, payload: _BatchPayload) -> JobSpec:
+    sequence = row.sequence if row.sequence is not None else payload.sequence_builder
     assert sequence is not None, "intake guarantees a sequence"
     return JobSpec(
-        job_id=job.id,
-        batch_id=batch.id,
-        attempt=job.attempt,
-        device_type=job.device_type,
+        job_id=row.id,
+        batch_id=row.batch_id,
+        attempt=row.attempt + 1,
+        device_type=device,
         sequence=sequence,
-        variables=job.variables,
-        runs=job.runs,
-        backend_configuration=batch.backend_configuration,
-        configuration=batch.configuration,
+        variables=row.variables,
+        runs=row.runs,
+        backend_configuration=payload.backend_configuration,
+        configuration=payload.configuration,
     )

@@ -1,8 +1,10 @@
 """The scheduler process: a few small named loops, each isolated from the others' errors.
 
-- dispatch: wakes on a submission or an event (or every `dispatch_poll_s`) and sends jobs;
+- dispatch: sends backlog jobs to Redis when woken (a submission, a worker taking a
+  message, a job ending or requeued);
 - events: consumes the workers' event stream into the store;
-- reconcile: requeues jobs lost to a dead worker or a Redis restart.
+- reconcile: requeues jobs lost to a dead worker or a Redis restart;
+- watch: flags a device whose workers claim free slots but consume nothing.
 
 SIGTERM or SIGINT stops every loop at its next turn.
 """
@@ -23,7 +25,9 @@ from core.enums import DeviceType
 from scheduler.db import engine_from_settings, make_sessionmaker
 from scheduler.dispatch import Dispatcher, make_producer
 from scheduler.events import EventsConsumer
+from scheduler.reactions import redis_reactor
 from scheduler.reconcile import Reconciler
+from scheduler.watch import FleetWatch
 
 log = logging.getLogger(__name__)
 
@@ -36,27 +40,35 @@ class Loop:
 
 
 def build_loops(settings: Settings, devices: list[DeviceType]) -> list[Loop]:
-    sessions = make_sessionmaker(engine_from_settings(settings))
+    def client(blocks_s: float = 1.0) -> redis.Redis:
+        # One connection per loop: a blocking read must not stall the others; its socket
+        # waits longer than its longest blocking read.
+        return redis.Redis.from_url(
+            settings.redis_url, socket_timeout=blocks_s + 30, health_check_interval=10
+        )
 
-    def client() -> redis.Redis:
-        # One connection per loop: a blocking read must not stall the others.
-        return redis.Redis.from_url(settings.redis_url, socket_timeout=30, health_check_interval=10)
-
-    dispatcher = Dispatcher(settings, sessions, client(), make_producer(settings), devices)
+    sessions = make_sessionmaker(
+        engine_from_settings(settings), reactors=[redis_reactor(client(), settings)]
+    )
+    dispatcher = Dispatcher(
+        settings,
+        sessions,
+        client(settings.dispatch_idle_wait_s),
+        make_producer(settings),
+        devices,
+    )
     consumer = EventsConsumer(
         client(), dispatcher.keys, sessions, consumer=f"scheduler-{socket.gethostname()}"
     )
     consumer.ensure_group()
-    reconciler = Reconciler(settings, sessions, client(), devices)
-
-    def dispatch() -> None:
-        dispatcher.dispatch_once()
-        dispatcher.wait_for_work(settings.dispatch_poll_s)
-
+    # Lost jobs are judged once the events before them are applied.
+    reconciler = Reconciler(settings, sessions, client(), devices, ready=consumer.caught_up)
+    watch = FleetWatch(settings, client(), devices)
     return [
-        Loop("dispatch", dispatch),
+        Loop("dispatch", dispatcher.run_once),
         Loop("events", consumer.consume_once),
         Loop("reconcile", reconciler.reconcile_once, pause_s=settings.reconcile_interval_s),
+        Loop("watch", watch.watch_once, pause_s=watch.interval_s),
     ]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 
 import redis
 from sqlalchemy import func, select
@@ -31,9 +32,7 @@ def submit(sessions: sessionmaker[Session], account: Account, jobs: int, priorit
         jobs=[{"runs": 10 + i, "variables": {"omega": 5.0, "duration": 300}} for i in range(jobs)],
     )
     with sessions.begin() as session:
-        submission = Intake(Settings().devices).create_batch(
-            session, request, Caller(account.user_id)
-        )
+        submission = Intake(Settings()).create_batch(session, request, Caller(account.user_id))
         return [row["id"] for row in submission.jobs]
 
 
@@ -60,20 +59,68 @@ def make_dispatcher(settings: Settings, sessions: sessionmaker[Session], window:
     return Dispatcher(settings, sessions, client, make_producer(settings), settings.devices)
 
 
-def test_at_most_the_window_waits_in_redis_and_the_backlog_stays_in_the_database(
+def worker_beats(
+    client: redis.Redis, settings: Settings, device: DeviceType, concurrency: int
+) -> None:
+    """What a live worker of `device` writes on each heartbeat."""
+    keys = RedisKeys(settings.namespace)
+    client.zadd(keys.workers(device), {"host:1": time.time()})
+    client.hset(keys.worker_info(device), "host:1", json.dumps({"concurrency": concurrency}))
+
+
+def waiting(client: redis.Redis, settings: Settings, device: DeviceType) -> int:
+    return sum(len(specs) for specs in queued(client, settings, device).values())
+
+
+def test_the_window_holds_a_message_per_free_slot_and_the_backlog_stays_in_the_database(
     settings: Settings, sessions: sessionmaker[Session], account: Account,
     redis_client: redis.Redis,
 ) -> None:  # fmt: skip
-    submit(sessions, account, 5, "MEDIUM")
-    dispatcher = make_dispatcher(settings, sessions, window=2)
-    assert dispatcher.dispatch_once() == 2
-    assert dispatcher.dispatch_once() == 0  # the window is full
-    assert len(queued(redis_client, settings, DeviceType.EMU_MPS)["MEDIUM"]) == 2
+    # Given 6 jobs and no worker yet
+    submit(sessions, account, 6, "MEDIUM")
+    dispatcher = make_dispatcher(settings, sessions, window=4)
+    # Then one message waits in Redis, whatever the passes, and the dispatcher knows it
+    # still has backlog to send
+    assert dispatcher.dispatch_once() is True
+    assert dispatcher.dispatch_once() is True
+    assert waiting(redis_client, settings, DeviceType.EMU_MPS) == 1
+    # When workers with 3 slots beat, 3 wait; with 10 slots, the window's maximum (4)
+    worker_beats(redis_client, settings, DeviceType.EMU_MPS, 3)
+    dispatcher.state[DeviceType.EMU_MPS].slots_at = 0  # do not wait for the slots' refresh
+    dispatcher.dispatch_once()
+    assert waiting(redis_client, settings, DeviceType.EMU_MPS) == 3
+    worker_beats(redis_client, settings, DeviceType.EMU_MPS, 10)
+    dispatcher.state[DeviceType.EMU_MPS].slots_at = 0
+    dispatcher.dispatch_once()
+    assert waiting(redis_client, settings, DeviceType.EMU_MPS) == 4
+    # And the rest stays in the database
     with sessions() as session:
         backlog = session.scalar(
             select(func.count()).select_from(Job).where(Job.dispatched_at.is_(None))
         )
-    assert backlog == 3
+    assert backlog == 2
+
+
+def test_an_emptied_backlog_is_not_read_again_until_something_wakes_the_dispatcher(
+    settings: Settings, sessions: sessionmaker[Session], account: Account,
+    redis_client: redis.Redis,
+) -> None:  # fmt: skip
+    # Given a dispatcher that sent everything there was
+    submit(sessions, account, 1, "MEDIUM")
+    dispatcher = make_dispatcher(settings, sessions, window=4)
+    worker_beats(redis_client, settings, DeviceType.EMU_MPS, 4)
+    assert dispatcher.dispatch_once() is False
+    assert not dispatcher.state[DeviceType.EMU_MPS].backlog
+    # When a job arrives without a wake-up, it stays in the backlog
+    submit(sessions, account, 1, "MEDIUM")
+    dispatcher.dispatch_once()
+    assert waiting(redis_client, settings, DeviceType.EMU_MPS) == 1
+    # When intake's wake-up names the device, it goes out
+    keys = RedisKeys(settings.namespace)
+    redis_client.lpush(keys.dispatch_wakeup, "EMU_MPS")
+    dispatcher.wait_for_work(1.0)
+    dispatcher.dispatch_once()
+    assert waiting(redis_client, settings, DeviceType.EMU_MPS) == 2
 
 
 def test_jobs_go_out_by_level_then_in_submission_order(
@@ -89,6 +136,8 @@ def test_jobs_go_out_by_level_then_in_submission_order(
     first = queued(redis_client, settings, DeviceType.EMU_MPS)
     assert [s.job_id for s in first["HIGH"]] == [high[0]]  # submitted last, sent first
     dispatcher.settings.dispatch_window_per_device = 10
+    worker_beats(redis_client, settings, DeviceType.EMU_MPS, 10)
+    dispatcher.state[DeviceType.EMU_MPS].slots_at = 0
     dispatcher.dispatch_once()
     found = queued(redis_client, settings, DeviceType.EMU_MPS)
     assert [s.job_id for s in found["HIGH"]] == high

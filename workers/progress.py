@@ -12,9 +12,12 @@ from workers.events import EventPublisher
 class ProgressReporter:
     """Publishes progress when it grows, at most every `interval_s` (100 always goes out)."""
 
-    def __init__(self, publisher: EventPublisher, spec: JobSpec, interval_s: float) -> None:
+    def __init__(
+        self, publisher: EventPublisher, spec: JobSpec, started_at: float, interval_s: float
+    ) -> None:
         self.publisher = publisher
         self.spec = spec
+        self.started_at = started_at
         self.interval_s = interval_s
         self.last_sent = 0
         self.last_at = 0.0
@@ -32,5 +35,6 @@ class ProgressReporter:
             attempt=self.spec.attempt,
             kind=EventKind.PROGRESS,
             progress=percent,
+            started_at=self.started_at,
         )
         self.publisher.publish(event)
