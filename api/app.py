@@ -7,23 +7,29 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from starlette.responses import Response
 
-from api import errors
+from api import errors, openapi
+from api.body import BodyLimitMiddleware
 from api.deps import Services
 from api.envelope import failure, success
-from api.gzip_body import GzipRequestMiddleware
+from api.guard import InputGuardMiddleware
 from api.routes import batches, devices, jobs, oauth
+from api.schemas import ErrorEnvelope
 from core.config import Settings
 from scheduler.db import engine_from_settings, make_sessionmaker
 from scheduler.intake import Intake
+from scheduler.reactions import redis_reactor
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
     services = Services(
         settings=settings,
-        sessions=make_sessionmaker(engine_from_settings(settings)),
-        redis=redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5),
-        intake=Intake(settings.devices, settings.intake_build_every_job_up_to),
+        sessions=make_sessionmaker(
+            engine_from_settings(settings), reactors=[redis_reactor(client, settings)]
+        ),
+        redis=client,
+        intake=Intake(settings),
         secret_key=settings.resolved_secret_key(),
     )
     app = FastAPI(
@@ -32,14 +38,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Batch and job API of a neutral-atom quantum cloud (Pasqal Cloud compatible).",
     )
     app.state.services = services
-    app.add_middleware(GzipRequestMiddleware)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        max_small_bytes=settings.max_small_body_bytes,
+    )
+    app.add_middleware(InputGuardMiddleware)
     errors.install(app)
     app.include_router(batches.router)
     app.include_router(jobs.router)
     app.include_router(devices.router)
     app.include_router(oauth.router)
 
-    @app.get("/healthz", tags=["operations"], summary="Health")
+    @app.get(
+        "/healthz",
+        tags=["operations"],
+        summary="Health",
+        responses={503: {"model": ErrorEnvelope}},
+    )
     def healthz() -> Response:
         """200 when the store and Redis answer."""
         problems = []
@@ -54,4 +70,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             problems.append(f"redis: {exc}")
         return failure(503, problems) if problems else success({"ok": True})
 
+    openapi.install(app)
     return app

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
@@ -17,9 +16,6 @@ from core.errors import AuthenticationError
 from core.names import RedisKeys
 from scheduler.accounts import authenticate
 from scheduler.intake import Intake
-from scheduler.operations import Canceled
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -33,30 +29,6 @@ class Services:
     @property
     def keys(self) -> RedisKeys:
         return RedisKeys(self.settings.namespace)
-
-    def wake_dispatcher(self) -> None:
-        """Tell the dispatcher work arrived; never fails the request (it also polls)."""
-        try:
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.lpush(self.keys.dispatch_wakeup, 1)
-            pipe.ltrim(self.keys.dispatch_wakeup, 0, 0)
-            pipe.execute()
-        except redis.RedisError:
-            log.warning("could not wake the dispatcher; it will find the work on its next poll")
-
-    def flag_canceled(self, canceled: Canceled) -> None:
-        """Tell workers not to run canceled jobs whose messages may already be queued."""
-        if not canceled.jobs:
-            return
-        try:
-            pipe = self.redis.pipeline(transaction=False)
-            for job in canceled.jobs:
-                pipe.set(self.keys.cancel_flag(job.id), 1, ex=self.settings.job_time_limit_s * 2)
-            pipe.execute()
-        except redis.RedisError:
-            # The jobs are CANCELED in the store; a worker that still runs one reports
-            # events the scheduler ignores.
-            log.warning("could not flag %d canceled jobs in Redis", len(canceled.jobs))
 
 
 def services(request: Request) -> Services:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 
+import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.envelope import failure
 from core.errors import (
@@ -35,7 +38,7 @@ def validation_messages(exc: ValidationError | RequestValidationError) -> list[s
     messages = []
     for err in exc.errors():
         field = field_path(tuple(err.get("loc", ())))
-        reason = err.get("msg", "invalid")
+        reason = str(err.get("msg", "invalid")).removeprefix("Value error, ")
         if err.get("type") == "json_invalid":
             field, reason = "body", f"not valid JSON: {err.get('ctx', {}).get('error', reason)}"
         messages.append(f"{field}: {reason}")
@@ -77,7 +80,45 @@ def install(app: FastAPI) -> None:
     async def _http(_: Request, exc: HTTPException) -> Response:
         return failure(exc.status_code, str(exc.detail))
 
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> Response:
-        log.exception("unhandled error", exc_info=exc)
-        return failure(500, "internal error")
+    @app.exception_handler(OperationalError)
+    async def _database_down(_: Request, exc: OperationalError) -> Response:
+        log.warning("database unavailable: %s", exc)
+        return failure(503, "the database is unavailable; try again")
+
+    @app.exception_handler(redis.ConnectionError)
+    async def _redis_down(_: Request, exc: redis.ConnectionError) -> Response:
+        log.warning("Redis unavailable: %s", exc)
+        return failure(503, "Redis is unavailable; try again")
+
+    app.add_middleware(UnexpectedErrorMiddleware)
+
+
+class UnexpectedErrorMiddleware:
+    """Answers an unexpected error with a 500 envelope and keeps the connection usable.
+
+    (Starlette's outermost handler answers too, but then re-raises, and the server drops
+    the connection under the client's next request.)
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watch(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception:
+            log.exception("unhandled error in %s %s", scope["method"], scope["path"])
+            if started:
+                raise
+            await failure(500, "internal error")(scope, receive, send)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Depends, Query
@@ -10,6 +10,8 @@ from fastapi import Depends, Query
 from core.enums import BatchStatus, DeviceType, JobOrigin, JobStatus, QueuePriority
 from core.errors import InvalidRequestError
 from scheduler.listing import MAX_LIMIT, BatchFilters, Direction, JobFilters
+
+INT32 = 2**31 - 1  # counts are 32-bit integers in the store
 
 
 def batch_filters(
@@ -26,10 +28,10 @@ def batch_filters(
         bool | None, Query(description="Filter by whether the batch is still open.")
     ] = None,
     min_jobs: Annotated[
-        int | None, Query(ge=0, description="Minimum number of jobs in the batch")
+        int | None, Query(ge=0, le=INT32, description="Minimum number of jobs in the batch")
     ] = None,
     max_jobs: Annotated[
-        int | None, Query(ge=0, description="Maximum number of jobs in the batch")
+        int | None, Query(ge=0, le=INT32, description="Maximum number of jobs in the batch")
     ] = None,
     start_date: Annotated[
         datetime | None, Query(description="Batches created at or after this time")
@@ -55,8 +57,8 @@ def batch_filters(
         open=open,
         min_jobs=min_jobs,
         max_jobs=max_jobs,
-        start_date=start_date,
-        end_date=end_date,
+        start_date=utc(start_date, "start_date"),
+        end_date=utc(end_date, "end_date"),
         tag=tag or [],
     )
 
@@ -70,8 +72,12 @@ def job_filters(
     project_id: Annotated[list[str] | None, Query(description="Owner project of the job")] = None,
     user_id: Annotated[list[str] | None, Query(description="Owner user of the job")] = None,
     status: Annotated[list[JobStatus] | None, Query(description="Job status")] = None,
-    min_runs: Annotated[int | None, Query(description="Minimum number of runs")] = None,
-    max_runs: Annotated[int | None, Query(description="Maximum number of runs")] = None,
+    min_runs: Annotated[
+        int | None, Query(ge=0, le=INT32, description="Minimum number of runs")
+    ] = None,
+    max_runs: Annotated[
+        int | None, Query(ge=0, le=INT32, description="Maximum number of runs")
+    ] = None,
     errors: Annotated[
         bool | None, Query(description="Whether errors were returned when executing the job")
     ] = None,
@@ -94,16 +100,20 @@ def job_filters(
         min_runs=min_runs,
         max_runs=max_runs,
         errors=errors,
-        start_date=start_date,
-        end_date=end_date,
+        start_date=utc(start_date, "start_date"),
+        end_date=utc(end_date, "end_date"),
     )
 
 
 def batch_job_filters(
     id: Annotated[list[str] | None, Query(description="Job ids")] = None,
     status: Annotated[list[JobStatus] | None, Query(description="Job statuses")] = None,
-    min_runs: Annotated[int | None, Query(description="Minimum number of runs")] = None,
-    max_runs: Annotated[int | None, Query(description="Maximum number of runs")] = None,
+    min_runs: Annotated[
+        int | None, Query(ge=0, le=INT32, description="Minimum number of runs")
+    ] = None,
+    max_runs: Annotated[
+        int | None, Query(ge=0, le=INT32, description="Maximum number of runs")
+    ] = None,
     start_date: Annotated[
         datetime | None, Query(description="Jobs created at or after this time")
     ] = None,
@@ -117,15 +127,25 @@ def batch_job_filters(
         status=status or [],
         min_runs=min_runs,
         max_runs=max_runs,
-        start_date=start_date,
-        end_date=end_date,
+        start_date=utc(start_date, "start_date"),
+        end_date=utc(end_date, "end_date"),
     )
+
+
+def utc(value: datetime | None, name: str) -> datetime | None:
+    """A filter's time in UTC; one without a zone is read as UTC."""
+    if value is None:
+        return None
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise InvalidRequestError.single(name, "out of the range of dates") from None
 
 
 class PageParams:
     def __init__(
         self,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=INT32)] = 0,
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = MAX_LIMIT,
         order_by: Annotated[str | None, Query(description="Field to order by")] = None,
         order_by_direction: Annotated[str | None, Query(description="ASC or DESC")] = None,

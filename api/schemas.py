@@ -110,12 +110,29 @@ class JobCancellation(BaseModel):
     errors: dict[str, str] = Field(description="Why each other matching job was not, by id.")
 
 
+class DeviceLimits(BaseModel):
+    max_atoms: int = Field(description="Most atoms in a register.")
+    max_duration_ns: int = Field(description="Longest sequence, in ns.")
+    max_runs: int = Field(description="Most runs (shots) of one job.")
+    max_atoms_noisy: int | None = Field(
+        description="Most atoms when the noise model needs a density matrix."
+    )
+    max_bond_dim: int | None = Field(description="Largest MPS bond dimension (emu-mps).")
+    max_trajectories: int = Field(description="Most noise trajectories (n_trajectories).")
+
+
 class DeviceOut(BaseModel):
     device_type: str = Field(description="The device type.")
-    status: str = Field(description="UP when at least one worker serves it, else DOWN.")
-    workers: int = Field(description="Workers seen in the last 30 s.")
+    kind: str = Field(description="EMULATOR, QPU or TEST.")
+    status: str = Field(
+        description="UP while a worker consumes its queues; STALLED while its workers claim "
+        "free slots but take nothing; DOWN without workers."
+    )
+    workers: int = Field(description="Workers seen consuming in the last 30 s.")
+    slots: int = Field(description="Jobs those workers can run at once.")
     jobs_pending: int = Field(description="Its jobs waiting to run.")
     jobs_running: int = Field(description="Its jobs running.")
+    limits: DeviceLimits = Field(description="What one job may ask of it.")
 
 
 class PublicSpec(BaseModel):
@@ -151,10 +168,13 @@ class ErrorEnvelope(BaseModel):
     data: ErrorData
 
 
-def doc(model: Any, paged: bool = False) -> dict[int | str, dict[str, Any]]:
-    """`responses=` for a route returning `model` in the envelope, with its error answers."""
+def doc(
+    model: Any, paged: bool = False, errors: tuple[int, ...] = (401,)
+) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route returning `model` in the envelope, with its error answers
+    (`api.openapi` adds those every route may give: 422, 400 and 413, 500 and 503)."""
     wrapper: Any = PagedEnvelope if paged else Envelope
     responses: dict[int | str, dict[str, Any]] = {200: {"model": wrapper[model]}}
-    for code in (401, 404, 409, 422):
+    for code in errors:
         responses[code] = {"model": ErrorEnvelope}
     return responses

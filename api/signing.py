@@ -15,6 +15,6 @@ def sign(secret: str, job_id: str, expires: int) -> str:
 def verify(
     secret: str, job_id: str, expires: int, signature: str, now: float | None = None
 ) -> bool:
-    if (now if now is not None else time.time()) > expires:
+    if (now if now is not None else time.time()) > expires or not signature.isascii():
         return False
     return hmac.compare_digest(sign(secret, job_id, expires), signature)

@@ -12,6 +12,7 @@ from typing import Any
 
 from core.config import Settings
 from core.enums import DeviceType
+from core.lightweight import keep_light
 
 
 def _settings() -> Settings:
@@ -19,6 +20,7 @@ def _settings() -> Settings:
 
 
 def cmd_api(args: argparse.Namespace) -> None:
+    keep_light()
     import uvicorn
 
     from api.app import create_app
@@ -30,6 +32,7 @@ def cmd_api(args: argparse.Namespace) -> None:
 
 
 def cmd_scheduler(args: argparse.Namespace) -> None:
+    keep_light()
     from scheduler.service import serve
 
     settings = _settings()

@@ -22,25 +22,66 @@ TERMINAL = {"DONE", "ERROR", "CANCELED"}
 
 
 class Fleet:
-    """The child processes of a one-machine run; stopping it stops all of them."""
+    """The child processes of a one-machine run; stopping it stops all of them.
+
+    It is their supervisor too: a child started with `restart=True` (the workers) is
+    started again when it exits, at most once every `RESTART_PAUSE_S` (a worker whose
+    consumer stopped exits on purpose so that this happens).
+    """
+
+    RESTART_PAUSE_S = 2.0
 
     def __init__(self, env: dict[str, str], log_dir: Path) -> None:
         self.env = env
         self.log_dir = log_dir
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self._args: dict[str, tuple[str, ...]] = {}
+        self._restart: set[str] = set()
+        self._started_at: dict[str, float] = {}
+        self.restarts = 0
 
-    def start(self, name: str, *args: str) -> None:
+    def start(self, name: str, *args: str, restart: bool = False) -> None:
+        self._args[name] = args or (name,)
+        if restart:
+            self._restart.add(name)
+        self._spawn(name)
+
+    def _spawn(self, name: str) -> None:
         with open(self.log_dir / f"{name}.log", "ab") as log:  # the child keeps its own copy
             proc = subprocess.Popen(
-                [sys.executable, "-m", "atomfleet", *(args or (name,))],
+                [sys.executable, "-m", "atomfleet", *self._args[name]],
                 env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         self.children.append((name, proc))
+        self._started_at[name] = time.monotonic()
+
+    def current(self, name: str) -> subprocess.Popen[bytes]:
+        return next(proc for n, proc in reversed(self.children) if n == name)
+
+    def supervise(self) -> list[str]:
+        """Restart the restartable children that exited; returns their names."""
+        restarted = []
+        for name in sorted(self._restart):
+            proc = self.current(name)
+            if proc.poll() is None:
+                continue
+            if time.monotonic() - self._started_at[name] < self.RESTART_PAUSE_S:
+                continue
+            self._spawn(name)
+            self.restarts += 1
+            restarted.append(name)
+        return restarted
 
     def dead(self) -> list[str]:
-        return [name for name, proc in self.children if proc.poll() is not None]
+        """Children that exited and are not restarted."""
+        return [
+            name
+            for name in dict.fromkeys(n for n, _ in self.children)
+            if name not in self._restart and self.current(name).poll() is not None
+        ]
 
     def stop(self) -> None:
+        self._restart.clear()
         for _, proc in self.children:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -91,23 +132,34 @@ def run(settings: Settings, demo: bool = True) -> int:
     print(f"atomfleet: Redis at {redis_service.url}")
     print(f"atomfleet: database at {settings.resolved_database_url()}")
     fleet = Fleet(env, log_dir)
-    # Ctrl-C, and SIGTERM from a supervisor, stop every child (SIGINT may arrive ignored
-    # when started in the background).
+    # Ctrl-C, SIGTERM from a supervisor and SIGHUP from a closed terminal stop every child
+    # (SIGINT may arrive ignored when started in the background).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
     try:
         return _run(settings, env, fleet, redis_service, demo)
     except KeyboardInterrupt:
         return 0
     finally:
-        print("\natomfleet: stopping…")
+        # The terminal may be gone, or the pipe we print to closed (`make run | tee` and
+        # Ctrl-C kills tee first): stop the children before saying anything.
+        _say("\natomfleet: stopping…")
         fleet.stop()
         redis_service.stop()
-        print("atomfleet: stopped")
+        _say("atomfleet: stopped")
 
 
 def _interrupt(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
+
+
+def _say(text: str) -> None:
+    """Print, unless stdout is gone; from then on, print nowhere."""
+    try:
+        print(text, flush=True)
+    except (BrokenPipeError, OSError):
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
 
 
 def _run(
@@ -124,7 +176,7 @@ def _run(
     fleet.start("api")
     fleet.start("scheduler")
     for device in DEMO_DEVICES:
-        fleet.start(f"worker-{device}", "worker", "--device", device)
+        fleet.start(f"worker-{device}", "worker", "--device", device, restart=True)
     client = Client(base, account["token"])
     _wait_healthy(client, fleet)
     print(f"atomfleet: API on {base} (docs: {base}/docs)")
@@ -133,6 +185,8 @@ def _run(
         _demo(client, account["project_id"], fleet)
     print("atomfleet: serving; press Ctrl-C to stop")
     while not fleet.dead():
+        for name in fleet.supervise():
+            print(f"atomfleet: {name} exited; started it again (see {fleet.log_dir})")
         time.sleep(1)
     print(f"atomfleet: {', '.join(fleet.dead())} exited; see {fleet.log_dir}", file=sys.stderr)
     return 1
@@ -166,6 +220,7 @@ def _demo(client: Client, project_id: str, fleet: Fleet) -> None:
             break
         if fleet.dead():
             raise SystemExit(f"atomfleet: {', '.join(fleet.dead())} exited; see {fleet.log_dir}")
+        fleet.supervise()
         time.sleep(0.3)
     for b in batches:
         batch = client.call("GET", f"/api/v2/batches/{b['id']}")

@@ -1,7 +1,10 @@
 """Intake: validate a Create Batch request, expand it per job, and persist it in one transaction.
 
 Nothing is written unless every check passes; every problem names its field
-(`jobs[2].variables: unknown variable 'omgea'`).
+(`jobs[2].variables: unknown variable 'omgea'`). Everything that scales memory or time is
+bounded before it is spent: the number of jobs and of distinct sequences, then each
+sequence's atoms and duration read from its JSON (`sequence_bounds`), then runs and the
+emulation configuration; only then does Pulser deserialize and build.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from pulser import Sequence
@@ -17,16 +20,21 @@ from pulser.backend import EmulationConfig
 from sqlalchemy import Table, delete, insert
 from sqlalchemy.orm import Session
 
+from core.catalog import DeviceKind, Limits, entry
+from core.config import Settings
 from core.enums import BatchStatus, DeviceType, JobStatus
 from core.errors import InvalidRequestError
 from scheduler import sequences
 from scheduler.accounts import is_member
+from scheduler.ledger import ledger
 from scheduler.models import Batch, BatchTag, Job, new_id, utcnow
+from scheduler.sequence_bounds import SequenceShape, Unbounded
 from scheduler.submissions import CreateBatchRequest, JobIn
 
 # Core inserts: 10,000 rows go in one executemany, without the ORM unit of work.
 JOBS = cast(Table, Job.__table__)
 _LEGACY_SDK = re.compile(r"PasqalCloudSDK/0\.(\d+)")
+MAX_PROBLEMS = 20  # enough to fix; do not drown the user
 
 
 @dataclass(frozen=True)
@@ -44,9 +52,13 @@ class Caller:
 @dataclass
 class _BatchContext:
     device_type: DeviceType
+    limits: Limits
     builder: Sequence[Any] | None
+    builder_shape: SequenceShape | None
     config: EmulationConfig[Any] | None
     caller: Caller
+    # Each distinct per-job sequence, deserialized once.
+    own: dict[str, tuple[SequenceShape, Sequence[Any]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -56,19 +68,17 @@ class Submission:
 
 
 class Intake:
-    """Validates and persists submissions; `enabled_devices` are those a fleet can serve.
+    """Validates and persists submissions for the devices this deployment serves.
 
     Device limits are checked by building each job's sequence with Pulser (~0.5 ms a job).
-    Batches of more than `build_every_job_up_to` jobs have every job's variables checked
-    and the jobs holding each variable's smallest and largest values built; a job that
-    still cannot be built ends in ERROR on the worker with Pulser's reason.
+    Batches of more than `intake_build_every_job_up_to` jobs have every job's variables
+    and bounds checked and the jobs holding each variable's smallest and largest values
+    built; a job that still cannot be built ends in ERROR on the worker with the reason.
     """
 
-    def __init__(
-        self, enabled_devices: Iterable[DeviceType], build_every_job_up_to: int = 1000
-    ) -> None:
-        self.enabled_devices = frozenset(enabled_devices)
-        self.build_every_job_up_to = build_every_job_up_to
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.enabled_devices = frozenset(settings.devices)
 
     def create_batch(
         self, session: Session, request: CreateBatchRequest, caller: Caller
@@ -82,73 +92,81 @@ class Intake:
             raise InvalidRequestError.single(
                 "jobs", "at least one job is required unless the batch is open"
             )
+        self._check_batch_size("jobs", len(request.jobs))
         ctx = self._batch_context(request, caller)
-        now = utcnow()
-        batch = Batch(
-            id=new_id(),
+        batch = new_batch(
             project_id=project_id,
             user_id=caller.user_id,
-            status=BatchStatus.PENDING,
-            open=request.is_open,
             device_type=ctx.device_type,
             queue_priority=request.queue_priority,
+            open=request.is_open,
             sequence_builder=request.sequence_builder,
             backend_configuration=request.backend_configuration,
             configuration=request.configuration,
             webhook=request.webhook,
-            tags=[],
-            created_at=now,
-            updated_at=now,
         )
         rows = self._job_rows(batch, request.jobs, ctx, first_order=0)
-        batch.jobs_count = batch.count_pending = len(rows)
-        session.add(batch)
-        session.flush()
-        set_tags(session, batch, request.tags)
-        if rows:
-            session.execute(insert(JOBS), rows)
+        persist(session, batch, rows, request.tags)
         return Submission(batch, rows)
 
+    def _check_batch_size(self, field_name: str, jobs: int) -> None:
+        limit = self.settings.max_jobs_per_batch
+        if jobs > limit:
+            raise InvalidRequestError.single(
+                field_name, f"{jobs} jobs is over the limit of {limit} jobs per batch"
+            )
+
     def _batch_context(self, request: CreateBatchRequest, caller: Caller) -> _BatchContext:
-        builder = (
-            sequences.load_sequence(request.sequence_builder, "sequence_builder")
+        builder_shape = (
+            SequenceShape(request.sequence_builder, "sequence_builder")
             if request.sequence_builder is not None
             else None
         )
-        device_type = request.device_type
-        if device_type is None:
-            device_type = self._infer_device_type(builder, request.jobs)
+        device_type = request.device_type or self._infer_device_type(request)
         if device_type not in self.enabled_devices:
             served = ", ".join(sorted(d.value for d in self.enabled_devices))
             raise InvalidRequestError.single(
                 "device_type", f"{device_type.value} is not served here (available: {served})"
             )
-        config = None
-        if request.backend_configuration is not None:
-            if not device_type.is_emulator:
-                raise InvalidRequestError.single(
-                    "backend_configuration", f"only emulators take one, not {device_type.value}"
-                )
-            config = sequences.load_emulation_config(
-                request.backend_configuration, "backend_configuration"
-            )
-        return _BatchContext(device_type, builder, config, caller)
+        limits = self.settings.limits(device_type)
+        builder = None
+        if builder_shape is not None:
+            assert request.sequence_builder is not None
+            # Its fixed parts are built when it is deserialized: bound them first.
+            _check_shape(builder_shape, limits, device_type, {}, fixed_only=True)
+            builder = sequences.load_sequence(request.sequence_builder, "sequence_builder")
+        config = self._config(request.backend_configuration, device_type, limits)
+        return _BatchContext(device_type, limits, builder, builder_shape, config, caller)
 
-    @staticmethod
-    def _infer_device_type(builder: Sequence[Any] | None, jobs: list[JobIn]) -> DeviceType:
-        seq = builder
-        if seq is None and jobs and jobs[0].sequence is not None:
-            seq = sequences.load_sequence(jobs[0].sequence, "jobs[0].sequence")
-        if seq is None:
+    def _config(
+        self, serialized: str | None, device_type: DeviceType, limits: Limits
+    ) -> EmulationConfig[Any] | None:
+        if serialized is None:
+            return None
+        if not entry(device_type).accepts_backend_configuration:
+            raise InvalidRequestError.single(
+                "backend_configuration", f"{device_type.value} takes none"
+            )
+        config = sequences.load_emulation_config(serialized, "backend_configuration")
+        problems = sequences.config_problems(config, limits, "backend_configuration")
+        if problems:
+            raise InvalidRequestError(problems)
+        return config
+
+    def _infer_device_type(self, request: CreateBatchRequest) -> DeviceType:
+        serialized = request.sequence_builder
+        if serialized is None and request.jobs:
+            serialized = request.jobs[0].sequence
+        if serialized is None:
             raise InvalidRequestError.single("device_type", "required when there is no sequence")
-        inferred = sequences.infer_device_type(seq)
-        if inferred is None:
+        name = sequences.device_name(serialized)
+        try:
+            return DeviceType(name.upper())
+        except ValueError:
             raise InvalidRequestError.single(
                 "device_type",
-                f"required: the sequence's device {seq.device.name!r} is not a device of this "
-                "platform",
-            )
-        return inferred
+                f"required: the sequence's device {name!r} is not a device of this platform",
+            ) from None
 
     def add_jobs(
         self,
@@ -159,22 +177,24 @@ class Intake:
         parents: list[str | None] | None = None,
     ) -> list[dict[str, Any]]:
         """Validate and append jobs to an open batch; the caller commits."""
-        builder = (
-            sequences.load_sequence(batch.sequence_builder, "sequence_builder")
-            if batch.sequence_builder
-            else None
-        )
+        self._check_batch_size("body", batch.jobs_count + len(jobs))
+        limits = self.settings.limits(batch.device_type)
+        builder = shape = None
+        if batch.sequence_builder:
+            shape = SequenceShape(batch.sequence_builder, "sequence_builder")
+            builder = sequences.load_sequence(batch.sequence_builder, "sequence_builder")
         config = (
             sequences.load_emulation_config(batch.backend_configuration, "backend_configuration")
             if batch.backend_configuration
             else None
         )
-        ctx = _BatchContext(batch.device_type, builder, config, caller)
+        ctx = _BatchContext(batch.device_type, limits, builder, shape, config, caller)
         rows = self._job_rows(batch, jobs, ctx, first_order=batch.jobs_count)
         for row, parent in zip(rows, parents or [], strict=False):
             row["parent_id"] = parent
         if rows:
             session.execute(insert(JOBS), rows)
+            ledger(session).created(batch, len(rows))
         batch.jobs_count += len(rows)
         batch.count_pending += len(rows)
         batch.updated_at = utcnow()
@@ -184,53 +204,54 @@ class Intake:
         self, batch: Batch, jobs: list[JobIn], ctx: _BatchContext, first_order: int
     ) -> list[dict[str, Any]]:
         problems: list[tuple[str, str]] = []
+        self._load_own_sequences(jobs, ctx)
         rows: list[dict[str, Any]] = []
-        now = utcnow()
-        default_runs = sequences.configured_shots(ctx.config)
+        default_runs = sequences.configured_shots(ctx.config, entry(ctx.device_type).default_shots)
+        bounded: set[tuple[Any, ...]] = set()
         for index, job in enumerate(jobs):
-            field = f"jobs[{index}]"
+            job_field = f"jobs[{index}]"
             try:
-                seq = self._check_job(job, field, ctx)
-                runs = self._runs(job, field, seq, ctx, default_runs)
+                seq = self._check_job(job, job_field, ctx, bounded)
+                runs = self._runs(job, job_field, seq, ctx, default_runs)
             except InvalidRequestError as exc:
                 problems.extend(exc.problems)
-                if len(problems) >= 20:  # enough to fix; do not drown the user
+                if len(problems) >= MAX_PROBLEMS:
                     break
                 continue
-            rows.append(
-                {
-                    "id": new_id(),
-                    "batch_id": batch.id,
-                    "project_id": batch.project_id,
-                    "user_id": batch.user_id,
-                    "parent_id": None,
-                    "creation_order": first_order + index,
-                    "status": JobStatus.PENDING,
-                    "runs": runs,
-                    "variables": job.variables,
-                    "sequence": job.sequence,
-                    "progress": 0,
-                    "errors": None,
-                    "created_at": now,
-                    "updated_at": now,
-                    "start_timestamp": None,
-                    "end_timestamp": None,
-                    "device_type": ctx.device_type,
-                    "priority_rank": batch.queue_priority.rank,
-                    "dispatched_at": None,
-                    "attempt": 0,
-                }
-            )
+            rows.append(job_row(batch, first_order + index, runs, job.variables, job.sequence))
         if not problems and ctx.builder is not None and ctx.builder.is_parametrized():
-            problems = self._build_problems(jobs, ctx.builder)
+            problems = self._build_problems(jobs, ctx)
         if problems:
             raise InvalidRequestError(problems)
         return rows
 
-    def _build_problems(self, jobs: list[JobIn], builder: Sequence[Any]) -> list[tuple[str, str]]:
+    def _load_own_sequences(self, jobs: list[JobIn], ctx: _BatchContext) -> None:
+        """Bound, then deserialize, each distinct per-job sequence once."""
+        distinct: dict[str, int] = {}
+        for index, job in enumerate(jobs):
+            if job.sequence is not None and job.variables is None:
+                distinct.setdefault(job.sequence, index)
+        limit = self.settings.max_sequences_per_request
+        if len(distinct) > limit:
+            raise InvalidRequestError.single(
+                "jobs", f"{len(distinct)} distinct sequences is over the limit of {limit} a request"
+            )
+        for serialized, index in distinct.items():
+            seq_field = f"jobs[{index}].sequence"
+            shape = SequenceShape(serialized, seq_field)
+            _check_shape(shape, ctx.limits, ctx.device_type, {})
+            seq = sequences.load_sequence(serialized, seq_field)
+            if seq.is_parametrized():
+                raise InvalidRequestError.single(
+                    seq_field, "is parametrized; a job's own sequence must be built"
+                )
+            ctx.own[serialized] = (shape, seq)
+
+    def _build_problems(self, jobs: list[JobIn], ctx: _BatchContext) -> list[tuple[str, str]]:
         """Build the jobs that use the builder (or a sample of them); the first failure."""
+        assert ctx.builder is not None
         indices = [i for i, job in enumerate(jobs) if job.sequence is None]
-        if len(indices) > self.build_every_job_up_to:
+        if len(indices) > self.settings.intake_build_every_job_up_to:
             indices = _extremes(jobs, indices)
         built: set[str] = set()
         for index in indices:
@@ -238,60 +259,172 @@ class Intake:
             key = json.dumps(values, sort_keys=True)
             if key in built:
                 continue
+            var_field = f"jobs[{index}].variables"
             try:
-                sequences.build(builder, values, f"jobs[{index}].variables")
+                seq = sequences.build(ctx.builder, values, var_field)
+                _check_built(seq, ctx, var_field)
             except InvalidRequestError as exc:
                 return exc.problems
             built.add(key)
         return []
 
-    @staticmethod
-    def _check_job(job: JobIn, field: str, ctx: _BatchContext) -> Sequence[Any]:
+    def _check_job(
+        self, job: JobIn, job_field: str, ctx: _BatchContext, bounded: set[tuple[Any, ...]]
+    ) -> Sequence[Any]:
         """The sequence this job runs (the unbuilt builder when parametrized), checked."""
         if job.sequence is not None:
             if job.variables is not None:
                 raise InvalidRequestError.single(
-                    field, "give either variables or sequence, not both"
+                    job_field, "give either variables or sequence, not both"
                 )
-            seq = sequences.load_sequence(job.sequence, f"{field}.sequence")
-            if seq.is_parametrized():
-                raise InvalidRequestError.single(
-                    f"{field}.sequence", "is parametrized; a job's own sequence must be built"
-                )
+            _, seq = ctx.own[job.sequence]
+            _check_built(seq, ctx, f"{job_field}.sequence")
             return seq
-        if ctx.builder is None:
+        if ctx.builder is None or ctx.builder_shape is None:
             raise InvalidRequestError.single(
-                f"{field}.sequence", "required when the batch has no sequence_builder"
+                f"{job_field}.sequence", "required when the batch has no sequence_builder"
             )
+        values = job.variables or {}
         problems = sequences.variable_problems(
-            ctx.builder.declared_variables, job.variables or {}, f"{field}.variables"
+            ctx.builder.declared_variables, values, f"{job_field}.variables"
         )
         if problems:
             raise InvalidRequestError(problems)
+        key = ctx.builder_shape.key(values)
+        if key not in bounded:
+            _check_shape(
+                ctx.builder_shape, ctx.limits, ctx.device_type, values, f"{job_field}.variables"
+            )
+            bounded.add(key)
         return ctx.builder
 
     @staticmethod
     def _runs(
-        job: JobIn, field: str, seq: Sequence[Any], ctx: _BatchContext, default_runs: int
+        job: JobIn, job_field: str, seq: Sequence[Any], ctx: _BatchContext, default_runs: int
     ) -> int:
         runs = job.runs
-        if (
-            runs == 1
-            and ctx.device_type.is_emulator
-            and ctx.config is not None
-            and ctx.caller.sends_placeholder_runs
-        ):
+        emulator = entry(ctx.device_type).is_emulator
+        if runs == 1 and emulator and ctx.config is not None and ctx.caller.sends_placeholder_runs:
             runs = None  # pulser-pasqal's placeholder: the configuration decides
         if runs is None:
-            if not ctx.device_type.is_emulator:
-                raise InvalidRequestError.single(f"{field}.runs", "required for a QPU")
+            if entry(ctx.device_type).kind == DeviceKind.QPU:
+                raise InvalidRequestError.single(f"{job_field}.runs", "required for a QPU")
             runs = default_runs
-        limit = sequences.max_runs(seq)
-        if limit is not None and runs > limit:
+        device_max = sequences.max_runs(seq)
+        limit = min(ctx.limits.max_runs, device_max or ctx.limits.max_runs)
+        if runs > limit:
             raise InvalidRequestError.single(
-                f"{field}.runs", f"{runs} is over the device's maximum of {limit}"
+                f"{job_field}.runs", f"{runs} is over the device's maximum of {limit}"
             )
         return runs
+
+
+def _check_shape(
+    shape: SequenceShape,
+    limits: Limits,
+    device_type: DeviceType,
+    values: Any,
+    field_name: str | None = None,
+    fixed_only: bool = False,
+) -> None:
+    """Refuse a sequence that is certainly over the device's limits, before building it."""
+    if shape.atoms > limits.max_atoms:
+        raise InvalidRequestError.single(
+            shape.field,
+            f"{shape.atoms} atoms is over {device_type.value}'s limit of {limits.max_atoms}",
+        )
+    where = field_name or shape.field
+    try:
+        footprint = shape.footprint(values, fixed_only=fixed_only)
+    except Unbounded as exc:
+        raise InvalidRequestError.single(
+            where, f"cannot bound the sequence's duration: {exc}"
+        ) from exc
+    if footprint.longest_channel_ns > limits.max_duration_ns:
+        raise InvalidRequestError.single(
+            where,
+            f"the sequence lasts at least {footprint.longest_channel_ns:.0f} ns, over "
+            f"{device_type.value}'s limit of {limits.max_duration_ns} ns",
+        )
+
+
+def _check_built(seq: Sequence[Any], ctx: _BatchContext, field_name: str) -> None:
+    """The exact checks on a built sequence that Pulser's device may not make."""
+    duration = int(seq.get_duration(include_fall_time=True))
+    if duration > ctx.limits.max_duration_ns:
+        raise InvalidRequestError.single(
+            field_name,
+            f"the sequence lasts {duration} ns, over {ctx.device_type.value}'s limit of "
+            f"{ctx.limits.max_duration_ns} ns",
+        )
+    if ctx.config is not None and sequences.is_noisy(ctx.config):
+        noisy = ctx.limits.max_atoms_noisy
+        atoms = len(seq.register.qubit_ids)
+        if noisy is not None and atoms > noisy:
+            raise InvalidRequestError.single(
+                field_name,
+                f"{atoms} atoms is over {ctx.device_type.value}'s limit of {noisy} with this "
+                "noise model (a density matrix)",
+            )
+
+
+def new_batch(**fields: Any) -> Batch:
+    """A new PENDING batch, stamped now."""
+    now = utcnow()
+    return Batch(
+        id=new_id(),
+        status=BatchStatus.PENDING,
+        tags=[],
+        created_at=now,
+        updated_at=now,
+        jobs_count=0,
+        count_pending=0,
+        **fields,
+    )
+
+
+def job_row(
+    batch: Batch,
+    order: int,
+    runs: int,
+    variables: dict[str, Any] | None,
+    sequence: str | None,
+    parent_id: str | None = None,
+) -> dict[str, Any]:
+    """The row of a new PENDING job of `batch` (inserted with Core, in bulk)."""
+    return {
+        "id": new_id(),
+        "batch_id": batch.id,
+        "project_id": batch.project_id,
+        "user_id": batch.user_id,
+        "parent_id": parent_id,
+        "creation_order": order,
+        "status": JobStatus.PENDING,
+        "runs": runs,
+        "variables": variables,
+        "sequence": sequence,
+        "progress": 0,
+        "errors": None,
+        "created_at": batch.created_at,
+        "updated_at": batch.created_at,
+        "start_timestamp": None,
+        "end_timestamp": None,
+        "device_type": batch.device_type,
+        "priority_rank": batch.queue_priority.rank,
+        "dispatched_at": None,
+        "attempt": 0,
+    }
+
+
+def persist(session: Session, batch: Batch, rows: list[dict[str, Any]], tags: list[str]) -> None:
+    """Write a new batch, its tags and its jobs (counted in the ledger)."""
+    batch.jobs_count = batch.count_pending = len(rows)
+    session.add(batch)
+    session.flush()
+    set_tags(session, batch, tags)
+    if rows:
+        session.execute(insert(JOBS), rows)
+        ledger(session).created(batch, len(rows))
 
 
 def _extremes(jobs: list[JobIn], indices: list[int]) -> list[int]:
@@ -316,7 +449,7 @@ def _extremes(jobs: list[JobIn], indices: list[int]) -> list[int]:
     return sorted(chosen)
 
 
-def set_tags(session: Session, batch: Batch, tags: list[str]) -> None:
+def set_tags(session: Session, batch: Batch, tags: Iterable[str]) -> None:
     """Replace the batch's tags (kept as a list for reading, as rows for the `tag` filter)."""
     unique = list(dict.fromkeys(tags))
     batch.tags = unique

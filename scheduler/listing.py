@@ -13,7 +13,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from core.enums import BatchStatus, DeviceType, JobOrigin, JobStatus, QueuePriority
 from core.errors import InvalidRequestError
 from scheduler.accounts import project_ids_of
-from scheduler.models import Batch, BatchTag, Job
+from scheduler.models import Batch, BatchTag, Job, JobCount
 
 MAX_LIMIT = 100
 T = TypeVar("T")
@@ -151,25 +151,20 @@ def job_conditions(f: JobFilters) -> list[ColumnElement[bool]]:
 def _page(
     session: Session,
     query: Select[Any],
-    order: InstrumentedAttribute[Any],
-    tiebreak: InstrumentedAttribute[Any],
+    order: list[InstrumentedAttribute[Any]],
     direction: Direction,
     offset: int,
     limit: int,
+    total: int | None,
 ) -> Page[Any]:
+    """A page ordered by `order` (unique and indexed); `total` counted here when None."""
     if offset < 0:
         raise InvalidRequestError.single("offset", "must be 0 or more")
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidRequestError.single("limit", f"must be between 1 and {MAX_LIMIT}")
-    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    ordering = (
-        [order.asc(), tiebreak.asc()]
-        if direction == Direction.ASC
-        else [
-            order.desc(),
-            tiebreak.desc(),
-        ]
-    )
+    if total is None:
+        total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    ordering = [c.asc() if direction == Direction.ASC else c.desc() for c in order]
     items = list(session.scalars(query.order_by(*ordering).offset(offset).limit(limit)))
     return Page(items, total, offset)
 
@@ -189,7 +184,8 @@ def list_batches(
     query = select(Batch).where(
         Batch.project_id.in_(project_ids_of(session, user_id)), *batch_conditions(filters)
     )
-    return _page(session, query, BATCH_ORDER[order_by], Batch.id, direction, offset, limit)
+    order = [BATCH_ORDER[order_by], Batch.id]
+    return _page(session, query, order, direction, offset, limit, total=None)
 
 
 def list_jobs(
@@ -204,8 +200,50 @@ def list_jobs(
 ) -> Page[Job]:
     if order_by not in JOB_ORDER:
         raise InvalidRequestError.single("order_by", f"one of {', '.join(JOB_ORDER)}")
-    query = select(Job).where(
-        Job.project_id.in_(project_ids_of(session, user_id)), *job_conditions(filters)
-    )
-    tiebreak = Job.creation_order if order_by != "creation_order" else Job.id
-    return _page(session, query, JOB_ORDER[order_by], tiebreak, direction, offset, limit)
+    projects = project_ids_of(session, user_id)
+    query = select(Job).where(Job.project_id.in_(projects), *job_conditions(filters))
+    # (batch_id, creation_order) is unique: with it every order is total, so pages never
+    # repeat or skip a job, and the default order is one index walk.
+    if order_by == "creation_order":
+        order = [Job.creation_order, Job.batch_id]
+    else:
+        order = [JOB_ORDER[order_by], Job.batch_id, Job.creation_order]
+    total = maintained_job_total(session, projects, filters)
+    return _page(session, query, order, direction, offset, limit, total)
+
+
+# Filters whose total the store maintains (job_counts and the batches' counters).
+_COUNTED = frozenset({"project_id", "user_id", "status", "errors"})
+_BATCH_COUNTED = frozenset({"batch_id", "status", "errors"})
+
+
+def maintained_job_total(session: Session, projects: list[str], filters: JobFilters) -> int | None:
+    """The number of jobs matching `filters` from maintained counts, or None when the
+    filters are not ones the store counts (the page then counts its matches)."""
+    used = {name for name, value in vars(filters).items() if value not in (None, [])}
+    statuses = _statuses(filters)
+    if used <= _COUNTED:
+        wanted = [p for p in projects if not filters.project_id or p in filters.project_id]
+        if not wanted:
+            return 0
+        query = select(func.coalesce(func.sum(JobCount.n), 0)).where(
+            JobCount.project_id.in_(wanted), JobCount.status.in_(statuses)
+        )
+        if filters.user_id:
+            query = query.where(JobCount.user_id.in_(filters.user_id))
+        return int(session.scalar(query) or 0)
+    if used <= _BATCH_COUNTED and filters.batch_id:
+        rows = session.scalars(
+            select(Batch).where(Batch.id.in_(filters.batch_id), Batch.project_id.in_(projects))
+        )
+        return sum(batch.counts()[s] for batch in rows for s in statuses)
+    return None
+
+
+def _statuses(filters: JobFilters) -> list[JobStatus]:
+    statuses = set(filters.status or JobStatus)
+    if filters.errors is True:
+        statuses &= {JobStatus.ERROR}
+    elif filters.errors is False:
+        statuses -= {JobStatus.ERROR}
+    return sorted(statuses)

@@ -16,10 +16,8 @@ from pulser import Sequence
 from pulser.backend import BitStrings, EmulationConfig
 from pulser.parametrized import Variable
 
-from core.enums import DeviceType
+from core.catalog import Limits
 from core.errors import InvalidRequestError
-
-DEFAULT_NUM_SHOTS = 1000
 
 
 def _reason(exc: BaseException) -> str:
@@ -62,10 +60,14 @@ def _value_problem(var: Variable, value: Any) -> str | None:
     kind = "an integer" if var.dtype is int else "a number"
     for item in items:
         if isinstance(item, bool) or not isinstance(item, int | float):
-            return f"expected {kind}, got {json.dumps(item)}"
-        if not math.isfinite(item):
+            return f"expected {kind}, got {json.dumps(item)[:40]}"
+        try:
+            number = float(item)
+        except OverflowError:
+            return f"expected {kind} that fits a float"
+        if not math.isfinite(number):
             return f"expected {kind}, got {item}"
-        if var.dtype is int and not float(item).is_integer():
+        if var.dtype is int and not number.is_integer():
             return f"expected an integer, got {item}"
     return None
 
@@ -96,13 +98,14 @@ def max_runs(seq: Sequence[Any]) -> int | None:
     return int(limit) if limit is not None else None
 
 
-def infer_device_type(seq: Sequence[Any]) -> DeviceType | None:
-    """The device type named by the sequence's device, if it names one of ours."""
-    name = seq.device.name.upper()
-    for device_type in DeviceType:
-        if device_type.value == name:
-            return device_type
-    return None
+def device_name(serialized: str) -> str:
+    """The name of the device a serialized sequence embeds (read from its JSON)."""
+    try:
+        device = json.loads(serialized).get("device")
+    except (ValueError, AttributeError, RecursionError):
+        device = None
+    name = device.get("name") if isinstance(device, dict) else device
+    return name if isinstance(name, str) else ""
 
 
 def load_emulation_config(serialized: str, field: str) -> EmulationConfig[Any]:
@@ -116,11 +119,51 @@ def load_emulation_config(serialized: str, field: str) -> EmulationConfig[Any]:
         ) from exc
 
 
-def configured_shots(config: EmulationConfig[Any] | None) -> int:
+def configured_shots(config: EmulationConfig[Any] | None, default: int) -> int:
     """Shots an emulation takes when a job gives no `runs`: its BitStrings', else the default."""
     if config is None:
-        return DEFAULT_NUM_SHOTS
+        return default
     for obs in config.observables:
         if isinstance(obs, BitStrings) and obs.num_shots is not None:
             return int(obs.num_shots)
-    return int(config.default_num_shots or DEFAULT_NUM_SHOTS)
+    return int(config.default_num_shots or default)
+
+
+# Noise that makes emu-sv and QuTiP hold a density matrix (4^N amplitudes).
+_DISSIPATIVE = frozenset({"dephasing", "relaxation", "depolarizing", "eff_noise", "leakage"})
+
+
+def is_noisy(config: EmulationConfig[Any]) -> bool:
+    noise = config._backend_options.get("noise_model")
+    types = getattr(noise, "noise_types", ()) or ()
+    return bool(_DISSIPATIVE.intersection(types))
+
+
+def config_problems(
+    config: EmulationConfig[Any], limits: Limits, field: str
+) -> list[tuple[str, str]]:
+    """What in an emulation configuration is over the device's limits."""
+    options = config._backend_options
+    problems = []
+    trajectories = options.get("n_trajectories")
+    if isinstance(trajectories, int) and trajectories > limits.max_trajectories:
+        problems.append(
+            (f"{field}.n_trajectories", f"{trajectories} is over the limit of "
+             f"{limits.max_trajectories}")
+        )  # fmt: skip
+    bond = options.get("max_bond_dim")
+    if limits.max_bond_dim is not None and isinstance(bond, int) and bond > limits.max_bond_dim:
+        problems.append(
+            (f"{field}.max_bond_dim", f"{bond} is over the limit of {limits.max_bond_dim}")
+        )
+    dt = options.get("dt")
+    if isinstance(dt, int | float) and not dt >= 1:
+        problems.append((f"{field}.dt", f"{dt} ns is under the smallest time step, 1 ns"))
+    shots = [options.get("default_num_shots")]
+    shots += [o.num_shots for o in config.observables if isinstance(o, BitStrings)]
+    for value in shots:
+        if isinstance(value, int) and value > limits.max_runs:
+            problems.append(
+                (f"{field}.num_shots", f"{value} is over the limit of {limits.max_runs}")
+            )
+    return problems

@@ -2,12 +2,64 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
+from urllib.parse import urlsplit
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from core.enums import DeviceType, QueuePriority
+
+MAX_DEPTH = 32
+
+
+def clean_text(value: str) -> str:
+    """Text the store can hold: no NUL character, no lone surrogate."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode (it holds a lone surrogate)") from None
+    return value
+
+
+def clean_tree(value: Any, depth: int = 0) -> Any:
+    """`clean_text` on every key and string of a JSON value, at most MAX_DEPTH deep."""
+    if depth > MAX_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, str):
+        clean_text(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            clean_text(key)
+            clean_tree(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            clean_tree(item, depth + 1)
+    return value
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http or https URL")
+    return value
+
+
+Text = Annotated[str, AfterValidator(clean_text)]
+JsonObject = Annotated[dict[str, Any], AfterValidator(clean_tree)]
+Tag = Annotated[str, StringConstraints(max_length=200), AfterValidator(clean_text)]
+TagList = Annotated[list[Tag], Field(max_length=100)]
+WebhookUrl = Annotated[str, StringConstraints(max_length=2048), AfterValidator(clean_text),
+                       AfterValidator(_http_url)]  # fmt: skip
 
 
 class JobIn(BaseModel):
@@ -16,14 +68,17 @@ class JobIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     runs: int | None = Field(
-        default=None, ge=1, description="Number of times the pulse sequence is repeated."
+        default=None,
+        ge=1,
+        le=2**31 - 1,
+        description="Number of times the pulse sequence is repeated (the device's limit applies).",
     )
-    variables: dict[str, Any] | None = Field(
+    variables: JsonObject | None = Field(
         default=None,
         description="Variable assignments for a parametrized sequence. "
         "Mutually exclusive with sequence.",
     )
-    sequence: str | None = Field(
+    sequence: Text | None = Field(
         default=None,
         description="Serialized Pulser sequence for this specific job. Mutually exclusive with "
         "variables. Required if no batch-level sequence_builder is provided.",
@@ -36,7 +91,7 @@ class CreateBatchRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     project_id: UUID = Field(description="ID of the project to run the batch for.")
-    sequence_builder: str | None = Field(
+    sequence_builder: Text | None = Field(
         default=None,
         description="Serialized Pulser sequence shared by all jobs in the batch. Can be a "
         "parametrized sequence: each job then supplies its own variable assignments via "
@@ -63,20 +118,25 @@ class CreateBatchRequest(BaseModel):
     emulator: DeviceType | None = Field(
         default=None, description="Deprecated. Use device_type instead."
     )
-    backend_configuration: str | None = Field(
+    backend_configuration: Text | None = Field(
         default=None, description="Serialized emulator backend configuration."
     )
-    configuration: dict[str, Any] | None = Field(
+    configuration: JsonObject | None = Field(
         default=None, description="Deprecated. Use backend_configuration instead."
     )
-    priority: int | None = Field(default=None, description="Deprecated. No longer used.")
+    priority: int | None = Field(
+        default=None, ge=-(2**31), le=2**31 - 1, description="Deprecated. No longer used."
+    )
     queue_priority: QueuePriority = Field(
         default=QueuePriority.MEDIUM, description="Priority queue on which the batch is scheduled."
     )
-    tags: list[str] = Field(
-        default_factory=list, description="Keywords used to refine the batch search."
+    tags: TagList = Field(
+        default_factory=list,
+        description="Keywords used to refine the batch search (at most 100, of 200 characters).",
     )
-    webhook: str | None = Field(default=None, description="URL stored with the batch.")
+    webhook: WebhookUrl | None = Field(
+        default=None, description="An http(s) URL notified when the batch ends."
+    )
 
     @model_validator(mode="after")
     def _resolve_deprecated(self) -> CreateBatchRequest:

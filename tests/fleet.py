@@ -36,7 +36,7 @@ class TestFleet:
             "ATOMFLEET_API_PORT": str(self.port),
             "ATOMFLEET_LEASE_TTL_S": "3",
             "ATOMFLEET_RECONCILE_INTERVAL_S": "1",
-            "ATOMFLEET_REDISPATCH_AFTER_S": "2",
+            "ATOMFLEET_LOST_GRACE_S": "2",
             "ATOMFLEET_PROGRESS_INTERVAL_S": "0.2",
             "PYTHONUNBUFFERED": "1",
         }
@@ -52,7 +52,7 @@ class TestFleet:
                 self.processes.start(name)
 
     def process(self, name: str) -> Any:
-        return next(proc for n, proc in reversed(self.processes.children) if n == name)
+        return self.processes.current(name)
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         """Kill a process and all its children (a Celery worker's pool too)."""

@@ -17,10 +17,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
 from core.config import Settings
-from core.enums import EventKind
+from core.enums import DeviceType, EventKind
 from core.messages import JobEvent, JobResult
 from scheduler import accounts
-from scheduler.events import handle_event
+from scheduler.events import apply_events
 from scheduler.models import Batch, Job
 from tests.conftest import Account, make_account
 from tests.sequences import parametrized_sweep
@@ -70,7 +70,7 @@ def finish(sessions: sessionmaker[Session], job_id: str, kind: EventKind = Event
     else:
         event.errors = ["boom"]
     with sessions.begin() as session:
-        handle_event(session, event)
+        apply_events(session, [event])
 
 
 # --- lists and pagination ----------------------------------------------------------------------
@@ -420,13 +420,19 @@ def test_another_project_s_resources_answer_404_everywhere(
 # --- devices and accounts -----------------------------------------------------------------------
 
 
-def test_device_specs_are_pulser_devices(client: TestClient, account: Account) -> None:
+def test_device_specs_are_pulser_devices_carrying_the_limits(
+    client: TestClient, account: Account, settings: Settings
+) -> None:
     specs = get(client, account, "/api/v1/devices/specs")["data"]
     assert set(specs) == {"EMU_MPS", "EMU_SV", "EMU_FREE", "EMU_TN"}
     for name, text in specs.items():
         device = deserialize_device(text)
+        limits = settings.limits(DeviceType(name))
         assert device.name == name
-        assert device.max_atom_num == MockDevice.max_atom_num
+        assert device.channels == MockDevice.channels
+        assert device.max_atom_num == limits.max_atoms
+        assert device.max_sequence_duration == limits.max_duration_ns
+        assert device.max_runs == limits.max_runs
     public = client.get("/api/v1/devices/public-specs").json()["data"]
     assert {p["device_type"] for p in public} == set(specs)
 
@@ -436,6 +442,7 @@ def test_devices_list_their_state(client: TestClient, account: Account) -> None:
     listed = {d["device_type"]: d for d in get(client, account, "/api/v1/devices")["data"]}
     assert listed["EMU_SV"]["jobs_pending"] == 2
     assert listed["EMU_SV"]["status"] == "DOWN"  # no worker runs in this test
+    assert listed["EMU_SV"]["limits"]["max_atoms"] == 20
     assert client.get("/api/v1/devices").status_code == 401
 
 

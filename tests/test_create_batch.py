@@ -247,7 +247,7 @@ REJECTIONS: list[tuple[str, dict[str, Any], str]] = [
         "unknown device",
         {"device_type": "EMU_C"},
         "device_type: Input should be 'EMU_MPS', 'EMU_SV', 'EMU_FREE', 'EMU_TN', "
-        "'EMU_FRESNEL' or 'FRESNEL'",
+        "'EMU_FRESNEL', 'FRESNEL' or 'NOOP'",
     ),
     (
         "device not inferable",

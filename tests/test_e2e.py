@@ -130,7 +130,7 @@ def test_a_job_the_emulator_rejects_ends_in_error_with_the_reason(
     bad = (
         SVConfig(dt=10, observables=[BitStrings(num_shots=5)])
         .to_abstract_repr()
-        .replace('"dt": 10', '"dt": -5')
+        .replace('"max_krylov_dim": 100', '"max_krylov_dim": 0')
     )
     created = submit(
         fleet,
@@ -143,7 +143,8 @@ def test_a_job_the_emulator_rejects_ends_in_error_with_the_reason(
     assert batch["status"] == "ERROR"
     state = job(fleet, user, created["jobs"][0]["id"])
     assert state["status"] == "ERROR"
-    # (the text is the emulator's own: emu-sv answers a negative dt with an IndexError)
+    # (the text is the emulator's own: emu-sv answers a Krylov space of 0 with a bare
+    # UnboundLocalError)
     assert state["errors"] and state["errors"][0].strip()
 
 

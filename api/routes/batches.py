@@ -1,4 +1,9 @@
-"""Batches: create, read, list, add jobs, close, cancel, rebatch, tags, status."""
+"""Batches: create, read, list, add jobs, close, cancel, rebatch, tags, status.
+
+Create Batch and Add Jobs read their (capped) bodies themselves and do everything else,
+JSON parsing and Pulser included, in a worker thread: a large submission never blocks
+the event loop.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,13 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Body, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, TypeAdapter
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from api.deps import ServicesDep, UserDep
+from api.deps import Services, ServicesDep, UserDep
 from api.envelope import paged, success
+from api.openapi import json_body
 from api.params import BatchFiltersDep, BatchJobFiltersDep, PageDep
 from api.schemas import BatchCancellation, BatchOut, BatchStatusOut, JobCancellation, doc
 from api.serializers import batch_dict, job_dict
@@ -19,29 +26,38 @@ from scheduler import listing, operations, queries
 from scheduler.intake import Caller
 from scheduler.listing import Direction
 from scheduler.state import jobs_count_per_status
-from scheduler.submissions import CreateBatchRequest, JobIn
+from scheduler.submissions import CreateBatchRequest, JobIn, TagList
 
 router = APIRouter(tags=["batches"])
+_JOBS = TypeAdapter(list[JobIn])
 
 
 def _caller(request: Request, user_id: str) -> Caller:
     return Caller(user_id=user_id, user_agent=request.headers.get("user-agent", ""))
 
 
-@router.post("/api/v1/batches", summary="Create Batch", responses=doc(BatchOut))
-def create_batch(
-    body: CreateBatchRequest, request: Request, svc: ServicesDep, user_id: UserDep
-) -> Response:
+@router.post(
+    "/api/v1/batches",
+    summary="Create Batch",
+    responses=doc(BatchOut, errors=(401,)),
+    openapi_extra=json_body(CreateBatchRequest, "The batch and its jobs (may be gzipped)."),
+)
+async def create_batch(request: Request, svc: ServicesDep, user_id: UserDep) -> Response:
     """Create a batch of jobs; returns it with its jobs, in creation order, status PENDING.
 
     The authenticated user must be a member of the target project. The request body may be
     gzip-compressed (`Content-Encoding: gzip`).
     """
+    raw = await request.body()
+    return await run_in_threadpool(_create_batch, svc, raw, _caller(request, user_id))
+
+
+def _create_batch(svc: Services, raw: bytes, caller: Caller) -> Response:
+    body = CreateBatchRequest.model_validate_json(raw or b"null")
     with svc.sessions.begin() as session:
-        submission = svc.intake.create_batch(session, body, _caller(request, user_id))
+        submission = svc.intake.create_batch(session, body, caller)
         data = batch_dict(submission.batch)
         data["jobs"] = [job_dict(row) for row in submission.jobs]
-    svc.wake_dispatcher()
     return success(data)
 
 
@@ -64,18 +80,22 @@ def list_batches(
     return paged(data, result.total, result.offset, result.end)
 
 
-@router.get("/api/v2/batches/{batch_id}", summary="Get Batch", responses=doc(BatchOut))
+@router.get(
+    "/api/v2/batches/{batch_id}", summary="Get Batch", responses=doc(BatchOut, errors=(401, 404))
+)
 def get_batch(batch_id: str, svc: ServicesDep, user_id: UserDep) -> Response:
     """A batch with its `sequence_builder` and the ids of its jobs (no inline jobs)."""
     with svc.sessions() as session:
         batch = queries.get_batch(session, user_id, batch_id)
         data = batch_dict(batch)
-        data["job_ids"] = [job.id for job in queries.jobs_of_batch(session, batch.id)]
+        data["job_ids"] = queries.job_ids_of_batch(session, batch.id)
     return success(data)
 
 
 @router.get(
-    "/api/v1/batches/{batch_id}/status", summary="Get Batch Status", responses=doc(BatchStatusOut)
+    "/api/v1/batches/{batch_id}/status",
+    summary="Get Batch Status",
+    responses=doc(BatchStatusOut, errors=(401, 404)),
 )
 def batch_status(batch_id: str, svc: ServicesDep, user_id: UserDep) -> Response:
     """The batch's status and its number of jobs per status."""
@@ -93,32 +113,36 @@ def _with_jobs(session: Any, batch: Any) -> dict[str, Any]:
 
 
 @router.post(
-    "/api/v2/batches/{batch_id}/jobs", summary="Add Jobs To Batch", responses=doc(BatchOut)
+    "/api/v2/batches/{batch_id}/jobs",
+    summary="Add Jobs To Batch",
+    responses=doc(BatchOut, errors=(401, 404, 409)),
+    openapi_extra=json_body(list[JobIn], "The jobs to add (a JSON array; may be gzipped)."),
 )
-def add_jobs(
-    batch_id: str,
-    jobs: Annotated[list[JobIn], Body(description="The jobs to add (a JSON array).")],
-    request: Request,
-    svc: ServicesDep,
-    user_id: UserDep,
-) -> Response:
+async def add_jobs(batch_id: str, request: Request, svc: ServicesDep, user_id: UserDep) -> Response:
     """Add jobs to an open batch; returns the batch with all its jobs in creation order.
 
     A job sent with an explicit `"sequence": null` and the runs and variables of a job of
     the batch is a retry of it (what `batch.retry(job)` sends): its `parent_id` is that job.
     409 when the batch is closed.
     """
+    raw = await request.body()
+    return await run_in_threadpool(_add_jobs, svc, batch_id, raw, _caller(request, user_id))
+
+
+def _add_jobs(svc: Services, batch_id: str, raw: bytes, caller: Caller) -> Response:
+    jobs = _JOBS.validate_json(raw or b"null")
     retries = ["sequence" in job.model_fields_set and job.sequence is None for job in jobs]
     with svc.sessions.begin() as session:
-        batch = operations.add_jobs(
-            session, svc.intake, _caller(request, user_id), batch_id, jobs, retries
-        )
+        batch = operations.add_jobs(session, svc.intake, caller, batch_id, jobs, retries)
         data = _with_jobs(session, batch)
-    svc.wake_dispatcher()
     return success(data)
 
 
-@router.patch("/api/v2/batches/{batch_id}/complete", summary="Close Batch", responses=doc(BatchOut))
+@router.patch(
+    "/api/v2/batches/{batch_id}/complete",
+    summary="Close Batch",
+    responses=doc(BatchOut, errors=(401, 404)),
+)
 def close_batch(batch_id: str, svc: ServicesDep, user_id: UserDep) -> Response:
     """Close an open batch: it accepts no more jobs and ends when its jobs have."""
     with svc.sessions.begin() as session:
@@ -127,18 +151,21 @@ def close_batch(batch_id: str, svc: ServicesDep, user_id: UserDep) -> Response:
     return success(data)
 
 
-@router.patch("/api/v2/batches/{batch_id}/cancel", summary="Cancel Batch", responses=doc(BatchOut))
+@router.patch(
+    "/api/v2/batches/{batch_id}/cancel",
+    summary="Cancel Batch",
+    responses=doc(BatchOut, errors=(401, 404, 409)),
+)
 def cancel_batch(batch_id: str, svc: ServicesDep, user_id: UserDep) -> Response:
     """Cancel the batch and its PENDING and RUNNING jobs (409 once it has ended)."""
     with svc.sessions.begin() as session:
-        batch, canceled = operations.cancel_batch(session, user_id, batch_id)
+        batch = operations.cancel_batch(session, user_id, batch_id)
         data = batch_dict(batch)
-    svc.flag_canceled(canceled)
     return success(data)
 
 
 class CancelBatches(BaseModel):
-    batch_ids: list[UUID] = Field(description="The batches to cancel.")
+    batch_ids: list[UUID] = Field(max_length=1000, description="The batches to cancel.")
 
 
 @router.patch("/api/v1/batches/cancel", summary="Cancel Batches", responses=doc(BatchCancellation))
@@ -148,9 +175,7 @@ def cancel_batches(body: CancelBatches, svc: ServicesDep, user_id: UserDep) -> R
     for batch_id in dict.fromkeys(str(b) for b in body.batch_ids):
         try:
             with svc.sessions.begin() as session:
-                batch, canceled = operations.cancel_batch(session, user_id, batch_id)
-                batches.append(batch_dict(batch))
-            svc.flag_canceled(canceled)
+                batches.append(batch_dict(operations.cancel_batch(session, user_id, batch_id)))
         except AtomfleetError as exc:
             errors[batch_id] = str(exc)
     return success({"batches": batches, "errors": errors})
@@ -159,20 +184,23 @@ def cancel_batches(body: CancelBatches, svc: ServicesDep, user_id: UserDep) -> R
 @router.patch(
     "/api/v2/batches/{batch_id}/cancel/jobs",
     summary="Cancel Jobs Of Batch",
-    responses=doc(JobCancellation),
+    responses=doc(JobCancellation, errors=(401, 404)),
 )
 def cancel_jobs(
     batch_id: str, filters: BatchJobFiltersDep, svc: ServicesDep, user_id: UserDep
 ) -> Response:
     """Cancel the batch's jobs matching the filters: `{"jobs": [...], "errors": {id: reason}}`."""
     with svc.sessions.begin() as session:
-        jobs, errors, canceled = operations.cancel_jobs(session, user_id, batch_id, filters)
+        jobs, errors = operations.cancel_jobs(session, user_id, batch_id, filters)
         data = {"jobs": [job_dict(job) for job in jobs], "errors": errors}
-    svc.flag_canceled(canceled)
     return success(data)
 
 
-@router.post("/api/v1/batches/{batch_id}/rebatch", summary="Rebatch", responses=doc(BatchOut))
+@router.post(
+    "/api/v1/batches/{batch_id}/rebatch",
+    summary="Rebatch",
+    responses=doc(BatchOut, errors=(401, 404)),
+)
 def rebatch(
     batch_id: str, filters: BatchJobFiltersDep, svc: ServicesDep, user_id: UserDep
 ) -> Response:
@@ -180,14 +208,17 @@ def rebatch(
     with svc.sessions.begin() as session:
         batch = operations.rebatch(session, user_id, batch_id, filters)
         data = _with_jobs(session, batch)
-    svc.wake_dispatcher()
     return success(data)
 
 
-@router.patch("/api/v1/batches/{batch_id}/tags", summary="Set Batch Tags", responses=doc(BatchOut))
+@router.patch(
+    "/api/v1/batches/{batch_id}/tags",
+    summary="Set Batch Tags",
+    responses=doc(BatchOut, errors=(401, 404)),
+)
 def set_tags(
     batch_id: str,
-    tags: Annotated[list[str], Body(description="The new tags (a JSON array).")],
+    tags: Annotated[TagList, Body(description="The new tags (a JSON array).")],
     svc: ServicesDep,
     user_id: UserDep,
 ) -> Response:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import redis
 from fastapi import APIRouter
 from starlette.responses import Response
@@ -9,49 +11,62 @@ from starlette.responses import Response
 from api.deps import ServicesDep, UserDep
 from api.envelope import success
 from api.schemas import DeviceOut, PublicSpec, doc
+from core.catalog import entry
+from core.enums import DeviceType
 from scheduler import devices
+from scheduler.workers import WorkerView, live_workers
 
 router = APIRouter(tags=["devices"])
 
 
 @router.get("/api/v1/devices", summary="List Devices", responses=doc(list[DeviceOut]))
 def list_devices(svc: ServicesDep, user_id: UserDep) -> Response:
-    """Each device you can use: `status` UP when a worker serves it, and its queued and
-    running jobs."""
+    """Each device you can use: UP while a worker consumes its queues, STALLED while its
+    workers claim free slots but take nothing, else DOWN; its waiting and running jobs,
+    and the limits a job must fit."""
     with svc.sessions() as session:
         counts = devices.job_counts(session, list(svc.settings.devices))
     data = []
     for device in svc.settings.devices:
-        try:
-            workers = devices.live_workers(svc.redis, svc.keys, device)
-        except redis.RedisError:
-            workers = 0
+        workers, stalled = _fleet(svc.redis, svc, device)
+        status = "DOWN" if not workers else ("STALLED" if stalled else "UP")
         data.append(
             {
                 "device_type": device.value,
-                "status": "UP" if workers else "DOWN",
-                "workers": workers,
+                "kind": entry(device).kind.value,
+                "status": status,
+                "workers": len(workers),
+                "slots": sum(w.concurrency for w in workers),
                 "jobs_pending": counts[device]["PENDING"],
                 "jobs_running": counts[device]["RUNNING"],
+                "limits": dataclasses.asdict(svc.settings.limits(device)),
             }
         )
     return success(data)
 
 
+def _fleet(
+    client: redis.Redis, svc: ServicesDep, device: DeviceType
+) -> tuple[list[WorkerView], bool]:
+    try:
+        workers = live_workers(client, svc.keys, device)
+        stalled = client.hexists(svc.keys.device_state(device), "stalled_since")
+    except redis.RedisError:
+        return [], False
+    return workers, bool(stalled)
+
+
 @router.get("/api/v1/devices/specs", summary="Device Specs", responses=doc(dict[str, str]))
 def device_specs(svc: ServicesDep, user_id: UserDep) -> Response:
-    """`{device_type: Pulser device abstract repr (a JSON string)}`."""
-    return success(devices.specs(list(svc.settings.devices)))
+    """`{device_type: Pulser device abstract repr (a JSON string)}`, carrying the limits."""
+    return success(devices.specs(svc.settings))
 
 
 @router.get(
-    "/api/v1/devices/public-specs", summary="Public Device Specs", responses=doc(list[PublicSpec])
+    "/api/v1/devices/public-specs",
+    summary="Public Device Specs",
+    responses=doc(list[PublicSpec], errors=()),
 )
 def public_specs(svc: ServicesDep) -> Response:
     """The same specs without authentication, as `[{device_type, specs}]`."""
-    return success(
-        [
-            {"device_type": d, "specs": s}
-            for d, s in devices.specs(list(svc.settings.devices)).items()
-        ]
-    )
+    return success([{"device_type": d, "specs": s} for d, s in devices.specs(svc.settings).items()])

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import time
+from typing import Annotated
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from api import signing
 from api.deps import ServicesDep, UserDep
 from api.envelope import paged, raw, success
 from api.params import JobFiltersDep, PageDep
-from api.schemas import JobOut, JobStatusOut, ResultOut, ResultsLinkOut, doc
+from api.schemas import ErrorEnvelope, JobOut, JobStatusOut, ResultOut, ResultsLinkOut, doc
 from api.serializers import job_dict
 from core.errors import NotFoundError
 from scheduler import listing, operations, queries
@@ -41,7 +42,7 @@ def list_jobs(
     return paged(data, result.total, result.offset, result.end)
 
 
-@router.get("/api/v2/jobs/{job_id}", summary="Get Job", responses=doc(JobOut))
+@router.get("/api/v2/jobs/{job_id}", summary="Get Job", responses=doc(JobOut, errors=(401, 404)))
 def get_job(job_id: str, svc: ServicesDep, user_id: UserDep) -> Response:
     """A job, with `sequence`: the built Pulser sequence it runs."""
     with svc.sessions() as session:
@@ -52,29 +53,35 @@ def get_job(job_id: str, svc: ServicesDep, user_id: UserDep) -> Response:
     return success(data)
 
 
-@router.get("/api/v1/jobs/{job_id}/status", summary="Get Job Status", responses=doc(JobStatusOut))
+@router.get(
+    "/api/v1/jobs/{job_id}/status",
+    summary="Get Job Status",
+    responses=doc(JobStatusOut, errors=(401, 404)),
+)
 def job_status(job_id: str, svc: ServicesDep, user_id: UserDep) -> Response:
     with svc.sessions() as session:
         return success({"status": queries.get_job(session, user_id, job_id).status.value})
 
 
-@router.patch("/api/v2/jobs/{job_id}/cancel", summary="Cancel Job", responses=doc(JobOut))
+@router.patch(
+    "/api/v2/jobs/{job_id}/cancel",
+    summary="Cancel Job",
+    responses=doc(JobOut, errors=(401, 404, 409)),
+)
 def cancel_job(job_id: str, svc: ServicesDep, user_id: UserDep) -> Response:
     """Cancel a PENDING or RUNNING job (409 once it has ended).
 
     A canceled job never starts; a running one's emulation finishes but its result is dropped.
     """
     with svc.sessions.begin() as session:
-        job, canceled = operations.cancel_job(session, user_id, job_id)
-        data = job_dict(job)
-    svc.flag_canceled(canceled)
+        data = job_dict(operations.cancel_job(session, user_id, job_id))
     return success(data)
 
 
 @router.get(
     "/api/v1/jobs/{job_id}/results_link",
     summary="Get Job Results Link",
-    responses=doc(ResultsLinkOut),
+    responses=doc(ResultsLinkOut, errors=(401, 404)),
 )
 def results_link(job_id: str, request: Request, svc: ServicesDep, user_id: UserDep) -> Response:
     """A pre-signed, expiring URL to download the job's result; null until it exists."""
@@ -93,9 +100,14 @@ def results_link(job_id: str, request: Request, svc: ServicesDep, user_id: UserD
 @router.get(
     "/api/v1/results/{job_id}",
     summary="Download Job Result",
-    responses={200: {"model": ResultOut}},
+    responses={200: {"model": ResultOut}, 404: {"model": ErrorEnvelope}},
 )
-def download_result(job_id: str, expires: int, signature: str, svc: ServicesDep) -> Response:
+def download_result(
+    job_id: str,
+    expires: Annotated[int, Query(ge=0, le=2**62)],
+    signature: Annotated[str, Query(max_length=128)],
+    svc: ServicesDep,
+) -> Response:
     """The result as a bare JSON object `{counter, serialised_results}`; no auth, signed URL."""
     if not signing.verify(svc.secret_key, job_id, expires, signature):
         raise NotFoundError("result", job_id)
