@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.envelope import failure
@@ -21,6 +22,7 @@ from core.errors import (
     NotFoundError,
     ServiceUnavailableError,
 )
+from scheduler.submissions import NO_NUL
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,11 @@ def validation_messages(exc: ValidationError | RequestValidationError) -> list[s
     for err in exc.errors():
         field = field_path(tuple(err.get("loc", ())))
         reason = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        if (
+            err.get("type") == "string_pattern_mismatch"
+            and err.get("ctx", {}).get("pattern") == NO_NUL
+        ):
+            reason = "must not contain NUL characters"
         if err.get("type") == "json_invalid":
             field, reason = "body", f"not valid JSON: {err.get('ctx', {}).get('error', reason)}"
         messages.append(f"{field}: {reason}")
@@ -77,8 +84,13 @@ def install(app: FastAPI) -> None:
         return failure(503, str(exc))
 
     @app.exception_handler(HTTPException)
-    async def _http(_: Request, exc: HTTPException) -> Response:
-        return failure(exc.status_code, str(exc.detail))
+    async def _http(request: Request, exc: HTTPException) -> Response:
+        response = failure(exc.status_code, str(exc.detail))
+        response.headers.update(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route with this path only.
+            response.headers["Allow"] = ", ".join(_methods(app, request.scope))
+        return response
 
     @app.exception_handler(OperationalError)
     async def _database_down(_: Request, exc: OperationalError) -> Response:
@@ -91,6 +103,16 @@ def install(app: FastAPI) -> None:
         return failure(503, "Redis is unavailable; try again")
 
     app.add_middleware(UnexpectedErrorMiddleware)
+
+
+def _methods(app: FastAPI, scope: Scope) -> list[str]:
+    """Every method the routes matching this path answer."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches(scope)
+        if match != Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 class UnexpectedErrorMiddleware:

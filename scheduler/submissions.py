@@ -54,12 +54,17 @@ def _http_url(value: str) -> str:
     return value
 
 
-Text = Annotated[str, AfterValidator(clean_text)]
+NO_NUL = r"^[^\x00]*$"
+Text = Annotated[str, StringConstraints(pattern=NO_NUL), AfterValidator(clean_text)]
 JsonObject = Annotated[dict[str, Any], AfterValidator(clean_tree)]
-Tag = Annotated[str, StringConstraints(max_length=200), AfterValidator(clean_text)]
+Tag = Annotated[str, StringConstraints(max_length=200, pattern=NO_NUL), AfterValidator(clean_text)]
 TagList = Annotated[list[Tag], Field(max_length=100)]
-WebhookUrl = Annotated[str, StringConstraints(max_length=2048), AfterValidator(clean_text),
-                       AfterValidator(_http_url)]  # fmt: skip
+WebhookUrl = Annotated[
+    str,
+    StringConstraints(max_length=2048, pattern=r"^https?://[^/?#\s]+"),
+    AfterValidator(clean_text),
+    AfterValidator(_http_url),
+]
 
 
 class JobIn(BaseModel):

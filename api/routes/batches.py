@@ -18,7 +18,7 @@ from starlette.responses import Response
 from api.deps import Services, ServicesDep, UserDep
 from api.envelope import paged, success
 from api.openapi import json_body
-from api.params import BatchFiltersDep, BatchJobFiltersDep, PageDep
+from api.params import BatchFiltersDep, BatchId, BatchJobFiltersDep, BatchPageDep
 from api.schemas import BatchCancellation, BatchOut, BatchStatusOut, JobCancellation, doc
 from api.serializers import batch_dict, job_dict
 from core.errors import AtomfleetError
@@ -42,7 +42,7 @@ def _caller(request: Request, user_id: str) -> Caller:
     responses=doc(BatchOut, errors=(401,)),
     openapi_extra=json_body(CreateBatchRequest, "The batch and its jobs (may be gzipped)."),
 )
-async def create_batch(request: Request, svc: ServicesDep, user_id: UserDep) -> Response:
+async def create_batch(user_id: UserDep, request: Request, svc: ServicesDep) -> Response:
     """Create a batch of jobs; returns it with its jobs, in creation order, status PENDING.
 
     The authenticated user must be a member of the target project. The request body may be
@@ -63,7 +63,7 @@ def _create_batch(svc: Services, raw: bytes, caller: Caller) -> Response:
 
 @router.get("/api/v1/batches", summary="Get All Batches", responses=doc(list[BatchOut], paged=True))
 def list_batches(
-    filters: BatchFiltersDep, page: PageDep, svc: ServicesDep, user_id: UserDep
+    user_id: UserDep, filters: BatchFiltersDep, page: BatchPageDep, svc: ServicesDep
 ) -> Response:
     """The caller's batches (every project they belong to), newest first, without jobs."""
     with svc.sessions() as session:
@@ -83,7 +83,7 @@ def list_batches(
 @router.get(
     "/api/v2/batches/{batch_id}", summary="Get Batch", responses=doc(BatchOut, errors=(401, 404))
 )
-def get_batch(batch_id: str, svc: ServicesDep, user_id: UserDep) -> Response:
+def get_batch(user_id: UserDep, batch_id: BatchId, svc: ServicesDep) -> Response:
     """A batch with its `sequence_builder` and the ids of its jobs (no inline jobs)."""
     with svc.sessions() as session:
         batch = queries.get_batch(session, user_id, batch_id)
@@ -97,7 +97,7 @@ def get_batch(batch_id: str, svc: ServicesDep, user_id: UserDep) -> Response:
     summary="Get Batch Status",
     responses=doc(BatchStatusOut, errors=(401, 404)),
 )
-def batch_status(batch_id: str, svc: ServicesDep, user_id: UserDep) -> Response:
+def batch_status(user_id: UserDep, batch_id: BatchId, svc: ServicesDep) -> Response:
     """The batch's status and its number of jobs per status."""
     with svc.sessions() as session:
         batch = queries.get_batch(session, user_id, batch_id)
@@ -118,7 +118,9 @@ def _with_jobs(session: Any, batch: Any) -> dict[str, Any]:
     responses=doc(BatchOut, errors=(401, 404, 409)),
     openapi_extra=json_body(list[JobIn], "The jobs to add (a JSON array; may be gzipped)."),
 )
-async def add_jobs(batch_id: str, request: Request, svc: ServicesDep, user_id: UserDep) -> Response:
+async def add_jobs(
+    user_id: UserDep, batch_id: BatchId, request: Request, svc: ServicesDep
+) -> Response:
     """Add jobs to an open batch; returns the batch with all its jobs in creation order.
 
     A job sent with an explicit `"sequence": null` and the runs and variables of a job of
@@ -143,7 +145,7 @@ def _add_jobs(svc: Services, batch_id: str, raw: bytes, caller: Caller) -> Respo
     summary="Close Batch",
     responses=doc(BatchOut, errors=(401, 404)),
 )
-def close_batch(batch_id: str, svc: ServicesDep, user_id: UserDep) -> Response:
+def close_batch(user_id: UserDep, batch_id: BatchId, svc: ServicesDep) -> Response:
     """Close an open batch: it accepts no more jobs and ends when its jobs have."""
     with svc.sessions.begin() as session:
         batch = operations.close(session, user_id, batch_id)
@@ -156,7 +158,7 @@ def close_batch(batch_id: str, svc: ServicesDep, user_id: UserDep) -> Response:
     summary="Cancel Batch",
     responses=doc(BatchOut, errors=(401, 404, 409)),
 )
-def cancel_batch(batch_id: str, svc: ServicesDep, user_id: UserDep) -> Response:
+def cancel_batch(user_id: UserDep, batch_id: BatchId, svc: ServicesDep) -> Response:
     """Cancel the batch and its PENDING and RUNNING jobs (409 once it has ended)."""
     with svc.sessions.begin() as session:
         batch = operations.cancel_batch(session, user_id, batch_id)
@@ -169,7 +171,7 @@ class CancelBatches(BaseModel):
 
 
 @router.patch("/api/v1/batches/cancel", summary="Cancel Batches", responses=doc(BatchCancellation))
-def cancel_batches(body: CancelBatches, svc: ServicesDep, user_id: UserDep) -> Response:
+def cancel_batches(user_id: UserDep, body: CancelBatches, svc: ServicesDep) -> Response:
     """Cancel several batches: `{"batches": [...], "errors": {batch_id: reason}}`."""
     batches, errors = [], {}
     for batch_id in dict.fromkeys(str(b) for b in body.batch_ids):
@@ -187,7 +189,7 @@ def cancel_batches(body: CancelBatches, svc: ServicesDep, user_id: UserDep) -> R
     responses=doc(JobCancellation, errors=(401, 404)),
 )
 def cancel_jobs(
-    batch_id: str, filters: BatchJobFiltersDep, svc: ServicesDep, user_id: UserDep
+    user_id: UserDep, batch_id: BatchId, filters: BatchJobFiltersDep, svc: ServicesDep
 ) -> Response:
     """Cancel the batch's jobs matching the filters: `{"jobs": [...], "errors": {id: reason}}`."""
     with svc.sessions.begin() as session:
@@ -202,7 +204,7 @@ def cancel_jobs(
     responses=doc(BatchOut, errors=(401, 404)),
 )
 def rebatch(
-    batch_id: str, filters: BatchJobFiltersDep, svc: ServicesDep, user_id: UserDep
+    user_id: UserDep, batch_id: BatchId, filters: BatchJobFiltersDep, svc: ServicesDep
 ) -> Response:
     """A new batch (with `parent_id`) running again the jobs that match the filters."""
     with svc.sessions.begin() as session:
@@ -217,10 +219,10 @@ def rebatch(
     responses=doc(BatchOut, errors=(401, 404)),
 )
 def set_tags(
-    batch_id: str,
+    user_id: UserDep,
+    batch_id: BatchId,
     tags: Annotated[TagList, Body(description="The new tags (a JSON array).")],
     svc: ServicesDep,
-    user_id: UserDep,
 ) -> Response:
     """Replace the batch's tags."""
     with svc.sessions.begin() as session:

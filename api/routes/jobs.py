@@ -12,7 +12,7 @@ from starlette.responses import Response
 from api import signing
 from api.deps import ServicesDep, UserDep
 from api.envelope import paged, raw, success
-from api.params import JobFiltersDep, PageDep
+from api.params import JobFiltersDep, JobId, JobPageDep
 from api.schemas import ErrorEnvelope, JobOut, JobStatusOut, ResultOut, ResultsLinkOut, doc
 from api.serializers import job_dict
 from core.errors import NotFoundError
@@ -24,7 +24,7 @@ router = APIRouter(tags=["jobs"])
 
 @router.get("/api/v2/jobs", summary="Get Jobs", responses=doc(list[JobOut], paged=True))
 def list_jobs(
-    filters: JobFiltersDep, page: PageDep, svc: ServicesDep, user_id: UserDep
+    user_id: UserDep, filters: JobFiltersDep, page: JobPageDep, svc: ServicesDep
 ) -> Response:
     """The caller's jobs, newest first, without results; `batch_id` with
     `order_by=creation_order&order_by_direction=ASC` gives a batch's jobs in order."""
@@ -43,7 +43,7 @@ def list_jobs(
 
 
 @router.get("/api/v2/jobs/{job_id}", summary="Get Job", responses=doc(JobOut, errors=(401, 404)))
-def get_job(job_id: str, svc: ServicesDep, user_id: UserDep) -> Response:
+def get_job(user_id: UserDep, job_id: JobId, svc: ServicesDep) -> Response:
     """A job, with `sequence`: the built Pulser sequence it runs."""
     with svc.sessions() as session:
         job = queries.get_job(session, user_id, job_id)
@@ -58,7 +58,7 @@ def get_job(job_id: str, svc: ServicesDep, user_id: UserDep) -> Response:
     summary="Get Job Status",
     responses=doc(JobStatusOut, errors=(401, 404)),
 )
-def job_status(job_id: str, svc: ServicesDep, user_id: UserDep) -> Response:
+def job_status(user_id: UserDep, job_id: JobId, svc: ServicesDep) -> Response:
     with svc.sessions() as session:
         return success({"status": queries.get_job(session, user_id, job_id).status.value})
 
@@ -68,7 +68,7 @@ def job_status(job_id: str, svc: ServicesDep, user_id: UserDep) -> Response:
     summary="Cancel Job",
     responses=doc(JobOut, errors=(401, 404, 409)),
 )
-def cancel_job(job_id: str, svc: ServicesDep, user_id: UserDep) -> Response:
+def cancel_job(user_id: UserDep, job_id: JobId, svc: ServicesDep) -> Response:
     """Cancel a PENDING or RUNNING job (409 once it has ended).
 
     A canceled job never starts; a running one's emulation finishes but its result is dropped.
@@ -83,7 +83,7 @@ def cancel_job(job_id: str, svc: ServicesDep, user_id: UserDep) -> Response:
     summary="Get Job Results Link",
     responses=doc(ResultsLinkOut, errors=(401, 404)),
 )
-def results_link(job_id: str, request: Request, svc: ServicesDep, user_id: UserDep) -> Response:
+def results_link(user_id: UserDep, job_id: JobId, request: Request, svc: ServicesDep) -> Response:
     """A pre-signed, expiring URL to download the job's result; null until it exists."""
     with svc.sessions() as session:
         job = queries.get_job(session, user_id, job_id)
@@ -103,9 +103,9 @@ def results_link(job_id: str, request: Request, svc: ServicesDep, user_id: UserD
     responses={200: {"model": ResultOut}, 404: {"model": ErrorEnvelope}},
 )
 def download_result(
-    job_id: str,
+    job_id: JobId,
     expires: Annotated[int, Query(ge=0, le=2**62)],
-    signature: Annotated[str, Query(max_length=128)],
+    signature: Annotated[str, Query(max_length=128, pattern="^[0-9a-f]*$")],
     svc: ServicesDep,
 ) -> Response:
     """The result as a bare JSON object `{counter, serialised_results}`; no auth, signed URL."""
