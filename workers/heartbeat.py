@@ -115,7 +115,7 @@ class Heartbeat:
         deadline = time.monotonic() + self.job_time_limit_s
         while self.busy() and time.monotonic() < deadline:
             time.sleep(1.0)
-        time.sleep(15.0)
+        time.sleep(5.0)
         os._exit(70)
 
     def stop(self) -> None:
