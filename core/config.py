@@ -86,7 +86,7 @@ class Settings(BaseSettings):
         "message and at most this many; the backlog stays in the database so that the "
         "policy still applies to it.",
     )
-    dispatch_horizon_s: float = Field(default=0.05, gt=0)
+    dispatch_horizon_s: float = Field(default=0.2, gt=0)
     dispatch_idle_wait_s: float = Field(
         default=30.0,
         gt=0,

@@ -44,6 +44,11 @@ class RedisKeys:
         backlog (intake, workers taking a message, ended or requeued jobs push to it)."""
         return f"{self.namespace}:dispatch:wakeup"
 
+    def dispatch_low_water(self, device_type: DeviceType) -> str:
+        """How few messages may wait in the device's queues before a worker taking one wakes
+        the dispatcher; set by the dispatcher with a TTL (absent: always wake it)."""
+        return f"{self.namespace}:dispatch:low:{device_type.value}"
+
     def lease(self, job_id: str) -> str:
         """Held by the worker running a job, renewed while it runs."""
         return f"{self.namespace}:lease:{job_id}"

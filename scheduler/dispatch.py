@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 _BY_RANK = {p.rank: p for p in QueuePriority}
 _MAX_POLL_S = 1.0
+_LOW_WATER_TTL_S = 60  # a dispatcher gone for this long: workers wake the next one always
 
 
 def make_producer(settings: Settings) -> Celery:
@@ -62,6 +63,8 @@ class _DeviceState:
     rate: float = 0.0  # messages taken by workers per second (moving average)
     slots: int = 0
     slots_at: float = 0.0
+    low_water: int = -1  # as last told to the workers
+    low_water_at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,7 @@ class Dispatcher:
         for device in self.devices:
             state = self.state[device]
             self._observe(device, state, lengths[device])
+            self._publish_low_water(device, state)
             if not state.backlog:
                 continue
             room = self._room(device, state)
@@ -163,17 +167,34 @@ class Dispatcher:
         taken = max(0, state.queued - queued)
         if elapsed > 0:
             instant = taken / elapsed
-            weight = min(1.0, elapsed / 2.0)  # about a two-second moving average
+            weight = min(1.0, elapsed / 0.5)  # about a half-second moving average
             state.rate += (instant - state.rate) * weight
         state.queued, state.seen_at = queued, now
         if now - state.slots_at > 1.0:
             state.slots = live_slots(self.client, self.keys, device)
             state.slots_at = now
 
-    def _room(self, device: DeviceType, state: _DeviceState) -> int:
+    def _window(self, state: _DeviceState) -> int:
         window = max(1, state.slots, math.ceil(state.rate * self.settings.dispatch_horizon_s))
-        window = min(window, self.settings.dispatch_window_per_device)
+        return min(window, self.settings.dispatch_window_per_device)
+
+    def _low_water(self, state: _DeviceState) -> int:
+        """Refill once the queues hold this few messages: in larger, fewer passes."""
+        return self._window(state) // 2
+
+    def _publish_low_water(self, device: DeviceType, state: _DeviceState) -> None:
+        """Workers taking messages wake us once the queues are down to the low-water mark."""
+        low = self._low_water(state)
+        now = time.monotonic()
+        if low != state.low_water or now - state.low_water_at > _LOW_WATER_TTL_S / 2:
+            self.client.set(self.keys.dispatch_low_water(device), low, ex=_LOW_WATER_TTL_S)
+            state.low_water, state.low_water_at = low, now
+
+    def _room(self, device: DeviceType, state: _DeviceState) -> int:
+        window = self._window(state)
         room = window - state.queued
+        if state.queued > self._low_water(state):
+            return 0  # still well stocked
         capacity = entry(device).capacity
         if capacity is not None and room > 0:
             room = min(room, capacity - self._in_flight(device))
@@ -257,6 +278,10 @@ class Dispatcher:
                     queue=queue_name(spec.device_type, _BY_RANK[rank]),
                     task_id=task_id(spec.job_id, spec.attempt),
                     producer=producer,
+                    # what worker logs show for the arguments (Celery's default repr of the
+                    # whole sequence costs more than the rest of the message)
+                    argsrepr=f"job {spec.job_id} attempt {spec.attempt}",
+                    kwargsrepr="{}",
                 )
 
     def _undispatch(self, specs: list[JobSpec]) -> None:

@@ -8,6 +8,7 @@ Handling is idempotent and monotonic: a replayed, duplicated or late event chang
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +24,8 @@ from scheduler.ledger import Ledger, batch_ids_of, ledger, lock_batches, lock_jo
 from scheduler.models import Batch, Job, Result
 
 log = logging.getLogger(__name__)
+
+GATHER_S = 0.01
 
 
 class EventsConsumer:
@@ -88,6 +91,10 @@ class EventsConsumer:
         pipe.xack(self.keys.events_stream, EVENTS_GROUP, *ids)
         pipe.xdel(self.keys.events_stream, *ids)
         pipe.execute()
+        if len(entries) < count // 8:
+            # A trickle: let a few milliseconds' worth gather, so that a busy fleet's events
+            # are applied in larger transactions (fewer commits, far less work per event).
+            time.sleep(GATHER_S)
         return len(entries)
 
 

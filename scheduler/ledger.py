@@ -16,9 +16,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import event, select
+from sqlalchemy import Table, event, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -29,6 +29,7 @@ from scheduler.state import move_job
 
 log = logging.getLogger(__name__)
 
+COUNTS = cast(Table, JobCount.__table__)
 CountKey = tuple[str, str, DeviceType, int, JobStatus]
 
 
@@ -105,14 +106,13 @@ class Ledger:
             return
         dialect = session.get_bind().dialect.name
         insert = pg_insert if dialect == "postgresql" else sqlite_insert
-        stmt = insert(JobCount)
+        stmt = insert(COUNTS).values(rows)
         stmt = stmt.on_conflict_do_update(
-            index_elements=list(_KEY_COLUMNS), set_={"n": JobCount.n + stmt.excluded.n}
+            index_elements=list(_KEY_COLUMNS), set_={"n": COUNTS.c.n + stmt.excluded.n}
         )
-        # One statement per key, in key order: two transactions never wait on each other's
+        # One statement, its rows in key order: two transactions never wait on each other's
         # counter rows in opposite orders.
-        for row in rows:
-            session.execute(stmt, row)
+        session.connection().execute(stmt)
 
 
 _KEY_COLUMNS = ("project_id", "user_id", "device_type", "priority_rank", "status")

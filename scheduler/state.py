@@ -46,7 +46,10 @@ def derive_batch_status(batch: Batch) -> BatchStatus:
 
 def refresh_batch(batch: Batch, at: datetime) -> None:
     status = derive_batch_status(batch)
-    if status == BatchStatus.RUNNING and batch.start_datetime is None:
+    counts = batch.counts()
+    started = counts[JobStatus.RUNNING] + counts[JobStatus.DONE] + counts[JobStatus.ERROR]
+    if started and batch.start_datetime is None:
+        # (a job may go from PENDING to DONE directly: it ended before it said RUNNING)
         batch.start_datetime = at
     if status in (BatchStatus.DONE, BatchStatus.ERROR, BatchStatus.CANCELED):
         batch.end_datetime = batch.end_datetime or at

@@ -69,33 +69,30 @@ class Runtime:
         holder = f"{spec.attempt}:{socket.gethostname()}:{os.getpid()}"
         running = _event(spec, EventKind.RUNNING, started_at, progress=0)
         outcome = self.leases.claim(
-            spec.job_id, spec.attempt, holder, self.device_type.value, running.model_dump_json()
+            spec.job_id, spec.attempt, holder, self.device_type, running.model_dump_json()
         )
         if outcome != Claim.OK:
             log.info("job %s attempt %d: %s, dropping this message", spec.job_id, spec.attempt,
                      outcome.value)  # fmt: skip
             return
         publisher = EventPublisher(self.client, self.keys)
+        progress = ProgressReporter(publisher, spec, started_at, self.settings.progress_interval_s)
         try:
-            progress = ProgressReporter(
-                publisher, spec, started_at, self.settings.progress_interval_s
-            )
-            try:
-                result = self.driver.run(spec, progress)
-                final = _event(spec, EventKind.DONE, started_at, progress=100)
-                final.result = result
-            except DriverError as exc:
-                final = _event(spec, EventKind.ERROR, started_at)
-                final.errors = [str(exc)]
-            except Exception as exc:
-                log.exception("job %s failed", spec.job_id)
-                final = _event(spec, EventKind.ERROR, started_at)
-                final.errors = [f"internal error: {type(exc).__name__}: {exc}"]
-            if not publisher.publish(final, retry_for_s=300):
-                # Without the event the job would look lost; the lease lapses and it re-runs.
-                raise RuntimeError(f"could not report job {spec.job_id}")
-        finally:
-            self.leases.release(spec.job_id)
+            result = self.driver.run(spec, progress)
+            final = _event(spec, EventKind.DONE, started_at, progress=100)
+            final.result = result
+        except DriverError as exc:
+            final = _event(spec, EventKind.ERROR, started_at)
+            final.errors = [str(exc)]
+        except BaseException as exc:
+            log.exception("job %s failed", spec.job_id)
+            final = _event(spec, EventKind.ERROR, started_at)
+            final.errors = [f"internal error: {type(exc).__name__}: {exc}"]
+            if not isinstance(exc, Exception):  # the process is going: let the lease lapse
+                raise
+        if not self.leases.finish(spec.job_id, final.model_dump_json(), retry_for_s=300):
+            # Without the event the job would look lost; the lease lapses and it re-runs.
+            raise RuntimeError(f"could not report job {spec.job_id}")
 
 
 def _event(
