@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test check format bench clean
+.PHONY: install tools run test check format bench clean
 
 install: $(STAMP)
 
@@ -25,7 +25,14 @@ $(STAMP): pyproject.toml constraints.txt
 run: install
 	$(BIN)/atomfleet run
 
-test: install
+# Tools the tests run for real (never skipped): Prometheus and promtool (Debian's package).
+tools:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; \
+		else echo "install Prometheus and promtool (sudo apt-get install prometheus)"; exit 1; fi; }
+
+test: install tools
 	$(BIN)/python -m pytest
 
 check: install

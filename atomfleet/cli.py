@@ -61,6 +61,12 @@ def cmd_worker(args: argparse.Namespace) -> None:
     )  # fmt: skip
 
 
+def cmd_qpu_simulator(args: argparse.Namespace) -> None:
+    from qpu_simulator.__main__ import serve_from_args
+
+    serve_from_args(args)
+
+
 def cmd_migrate(args: argparse.Namespace) -> None:
     from scheduler.db import engine_from_settings
     from scheduler.migrate import upgrade
@@ -164,6 +170,12 @@ def parser() -> argparse.ArgumentParser:
     worker.add_argument("--concurrency", type=int, default=0, help="processes (default 1)")
     worker.add_argument("--loglevel", default="INFO")
     worker.set_defaults(func=cmd_worker)
+
+    from qpu_simulator.__main__ import add_arguments  # light: no Pulser, no torch
+
+    simulator = sub.add_parser("qpu-simulator", help="serve a simulated QPU (the QPU HTTP API)")
+    add_arguments(simulator)
+    simulator.set_defaults(func=cmd_qpu_simulator)
 
     run = sub.add_parser("run", help="everything on this machine, with a demo")
     run.add_argument("--no-demo", action="store_true", help="only serve")

@@ -25,7 +25,9 @@ def test_the_top_level_packages_are_exactly_the_architecture_s() -> None:
 def test_the_wheel_ships_every_top_level_package() -> None:
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())
     packages = set(config["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"])
-    assert packages == {"api", "scheduler", "workers", "device_drivers", "core", "atomfleet"}
+    assert packages == {
+        "api", "scheduler", "workers", "device_drivers", "core", "atomfleet", "qpu_simulator"
+    }  # fmt: skip
 
 
 def test_the_api_install_needs_no_torch_and_no_emulator() -> None:
