@@ -18,18 +18,21 @@ from core.config import Settings
 from scheduler.db import engine_from_settings, make_sessionmaker
 from scheduler.intake import Intake
 from scheduler.reactions import redis_reactor
+from scheduler.specs import DeviceSpecs
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    specs = DeviceSpecs(settings, client)
     services = Services(
         settings=settings,
         sessions=make_sessionmaker(
             engine_from_settings(settings), reactors=[redis_reactor(client, settings)]
         ),
         redis=client,
-        intake=Intake(settings),
+        intake=Intake(settings, specs),
+        specs=specs,
         secret_key=settings.resolved_secret_key(),
     )
     app = FastAPI(

@@ -16,6 +16,7 @@ from core.errors import AuthenticationError
 from core.names import RedisKeys
 from scheduler.accounts import authenticate
 from scheduler.intake import Intake
+from scheduler.specs import DeviceSpecs
 
 
 @dataclass
@@ -24,6 +25,7 @@ class Services:
     sessions: sessionmaker[Session]
     redis: redis.Redis
     intake: Intake
+    specs: DeviceSpecs
     secret_key: str
 
     @property

@@ -45,6 +45,8 @@ class Limits:
     # emu-mps: the bond dimension bounds its memory (4·χ²·N(N+34) bytes, roughly).
     max_bond_dim: int | None = None
     max_trajectories: int = 1000
+    # A job running longer ends in ERROR ("time limit exceeded"); on a QPU it is canceled.
+    time_limit_s: int = 6 * 3600
 
     def merged(self, overrides: dict[str, Any]) -> Limits:
         return replace(self, **overrides)
@@ -61,9 +63,9 @@ class DeviceEntry:
     capacity: int | None = None
     accepts_backend_configuration: bool = True
     default_shots: int = 1000
-    # A job running longer ends in ERROR ("time limit exceeded").
-    time_limit_s: int = 6 * 3600
     enabled_by_default: bool = True
+    # The worker pool: a CPU-bound emulation per process, or an I/O-bound QPU client.
+    pool: str = "prefork"
     description: str = ""
 
     @property
@@ -109,6 +111,29 @@ CATALOG: dict[DeviceType, DeviceEntry] = {
             # QuTiP: 16 atoms ~0.45 GB and seconds; 20 atoms 2.5 GB and minutes.
             limits=_EMULATOR_LIMITS.merged({"max_atoms": 16, "max_atoms_noisy": 10}),
             description="pulser-simulation QutipBackendV2 (QuTiP)",
+        ),
+        DeviceEntry(
+            DeviceType.EMU_FRESNEL,
+            DeviceKind.EMULATOR,
+            driver="device_drivers.emu_fresnel",
+            specs=SpecsSource.FRESNEL,
+            # The FRESNEL QPU's own limits apply (its specs), and emu-mps's memory bound.
+            limits=_EMULATOR_LIMITS.merged({"max_bond_dim": 256}),
+            description="emu-mps constrained to the FRESNEL QPU's specs, with its noise model",
+        ),
+        DeviceEntry(
+            DeviceType.FRESNEL,
+            DeviceKind.QPU,
+            driver="device_drivers.qpu",
+            specs=SpecsSource.QPU,
+            limits=Limits(
+                max_atoms=100, max_duration_ns=100_000, max_runs=10_000, time_limit_s=2 * 3600
+            ),
+            capacity=1,
+            accepts_backend_configuration=False,
+            enabled_by_default=False,
+            pool="threads",
+            description="the FRESNEL QPU, through its HTTP API (one job at a time)",
         ),
         DeviceEntry(
             DeviceType.NOOP,

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from core.catalog import CATALOG, Limits, default_devices, entry
+from core.catalog import CATALOG, DeviceKind, Limits, default_devices, entry
 from core.enums import DeviceType
 
 
@@ -41,7 +41,27 @@ class Settings(BaseSettings):
     )
     devices: list[DeviceType] = Field(
         default_factory=default_devices,
-        description="Device types this deployment accepts and dispatches (a JSON list).",
+        description="Device types this deployment accepts and dispatches (a JSON list); by "
+        "default the emulators and every QPU of ATOMFLEET_QPUS.",
+    )
+    qpus: dict[DeviceType, str] = Field(
+        default_factory=dict,
+        description='QPU device type -> its QPU API base URL (a JSON object), e.g. '
+        '{"FRESNEL": "http://127.0.0.1:8800"}. A QPU is served only when listed here.',
+    )
+    qpu_token: str = Field(default="", description="Bearer token for the QPUs' API, if any.")
+    qpu_poll_s: float = Field(
+        default=1.0, gt=0, description="How often a QPU worker polls its job, and the scheduler "
+        "the QPU's operational status and specs."
+    )
+    qpu_retry_s: float = Field(
+        default=1.0, gt=0, description="Pause between retries of a failed QPU API call (10)."
+    )
+    qpu_unreachable_after_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="A QPU that answers nothing for this long while running a job: the job ends "
+        "in ERROR (warden waits forever).",
     )
     device_limits: dict[DeviceType, dict[str, int]] = Field(
         default_factory=dict,
@@ -94,6 +114,12 @@ class Settings(BaseSettings):
         "submissions, workers taking jobs and ended jobs wake it at once).",
     )
     reconcile_interval_s: float = Field(default=2.0, gt=0)
+    open_batch_timeout_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="An open batch that receives no job for this long ends TIMED_OUT (its "
+        "pending jobs CANCELED).",
+    )
     lease_ttl_s: int = Field(
         default=30, ge=2, description="A running job whose worker stops renewing is re-queued."
     )
@@ -115,7 +141,12 @@ class Settings(BaseSettings):
     # Workers
     worker_concurrency: int = Field(default=1, ge=1)
     torch_threads: int = Field(default=0, ge=0, description="0: cores / concurrency.")
-    job_time_limit_s: int = Field(default=6 * 3600, ge=1)
+    job_time_limit_s: int = Field(
+        default=6 * 3600,
+        ge=1,
+        description="The longest any job may run (each device's own limit is at most this); "
+        "the broker's visibility timeout is above it.",
+    )
     progress_interval_s: float = Field(default=0.5, gt=0)
 
     @field_validator("devices")
@@ -125,6 +156,27 @@ class Settings(BaseSettings):
         if unknown:
             raise ValueError(f"not in the device catalog: {', '.join(unknown)}")
         return list(dict.fromkeys(devices))
+
+    @field_validator("qpus")
+    @classmethod
+    def _qpus_are_qpus(cls, qpus: dict[DeviceType, str]) -> dict[DeviceType, str]:
+        wrong = [d.value for d in qpus if d not in CATALOG or CATALOG[d].kind != DeviceKind.QPU]
+        if wrong:
+            raise ValueError(f"not QPU device types: {', '.join(wrong)}")
+        return qpus
+
+    @model_validator(mode="after")
+    def _serve_configured_qpus(self) -> Settings:
+        if "devices" not in self.model_fields_set:
+            self.devices = [*self.devices, *(d for d in self.qpus if d not in self.devices)]
+        unconfigured = [
+            d.value for d in self.devices if entry(d).kind == DeviceKind.QPU and d not in self.qpus
+        ]
+        if unconfigured:
+            raise ValueError(
+                f"QPU device types need their URL in ATOMFLEET_QPUS: {', '.join(unconfigured)}"
+            )
+        return self
 
     @field_validator("device_limits")
     @classmethod

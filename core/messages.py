@@ -26,6 +26,9 @@ class JobSpec(BaseModel):
     runs: int | None = Field(default=None, description="Shots; None keeps the configuration's.")
     backend_configuration: str | None = None
     configuration: dict[str, Any] | None = None
+    remote_id: str | None = Field(
+        default=None, description="The device's own id of this job, when an attempt got one."
+    )
 
 
 class JobResult(BaseModel):
@@ -46,6 +49,9 @@ class JobEvent(BaseModel):
     progress: int | None = Field(default=None, ge=0, le=100)
     result: JobResult | None = None
     errors: list[str] | None = None
+    remote_id: str | None = Field(
+        default=None, description="The device's own id of the job (a QPU job's uid)."
+    )
 
     def to_fields(self) -> dict[str, str]:
         return {"event": self.model_dump_json(exclude_none=True)}

@@ -68,8 +68,13 @@ class RedisKeys:
 
     def device_state(self, device_type: DeviceType) -> str:
         """Hash the scheduler keeps per device: `stalled_since` (Unix time) while its
-        workers claim free slots but take no waiting message."""
+        workers claim free slots but take no waiting message; for a QPU, `operational`
+        (UP, DOWN or UNREACHABLE), `checked_at` and `specs` (its Pulser device JSON)."""
         return f"{self.namespace}:device:{device_type.value}"
+
+    def remote_id(self, job_id: str) -> str:
+        """The device's own id of the job (a QPU job uid), kept so a new attempt resumes it."""
+        return f"{self.namespace}:remote:{job_id}"
 
     def cancel_flag(self, job_id: str) -> str:
         return f"{self.namespace}:cancel:{job_id}"

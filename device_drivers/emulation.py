@@ -14,7 +14,7 @@ from pulser.backend import BitStrings, EmulationConfig, EmulatorBackend, Results
 
 from core.errors import DriverError
 from core.messages import JobResult, JobSpec
-from device_drivers.base import DeviceDriver, ProgressCallback
+from device_drivers.base import DeviceDriver, JobContext, ProgressCallback
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,8 @@ class EmulatorDriver(DeviceDriver):
     # Options the backend's config always gets (e.g. quiet logging).
     forced_options: ClassVar[dict[str, Any]] = {}
 
-    def run(self, spec: JobSpec, progress: ProgressCallback) -> JobResult:
+    def run(self, spec: JobSpec, job: JobContext) -> JobResult:
+        progress = job.progress
         seq = built_sequence(spec)
         self.check_limits(seq)
         config = self.config_for(spec)

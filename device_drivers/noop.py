@@ -14,7 +14,7 @@ import time
 
 from core.errors import DriverError
 from core.messages import JobResult, JobSpec
-from device_drivers.base import DeviceDriver, ProgressCallback
+from device_drivers.base import DeviceDriver, JobCanceled, JobContext
 
 
 @functools.lru_cache(maxsize=64)
@@ -27,9 +27,13 @@ def _atoms(sequence: str) -> int:
 
 
 class Driver(DeviceDriver):
-    def run(self, spec: JobSpec, progress: ProgressCallback) -> JobResult:
+    def run(self, spec: JobSpec, job: JobContext) -> JobResult:
         sleep_s = (spec.configuration or {}).get("noop_sleep_s", 0)
         if isinstance(sleep_s, int | float) and sleep_s > 0:
-            time.sleep(min(float(sleep_s), 3600.0))
-        progress(100)
+            deadline = time.monotonic() + min(float(sleep_s), 3600.0)
+            while time.monotonic() < deadline:  # like an emulator, stoppable between steps
+                if job.canceled():
+                    raise JobCanceled("canceled")
+                time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+        job.progress(100)
         return JobResult(counter={"0" * _atoms(spec.sequence): spec.runs or 1})

@@ -13,5 +13,5 @@ from device_drivers.base import DeviceDriver
 def load_driver(device_type: DeviceType, settings: Settings) -> DeviceDriver:
     """A new driver for `device_type` (importing its emulator, ~1.5 s the first time)."""
     module = importlib.import_module(entry(device_type).driver)
-    driver: DeviceDriver = module.Driver(device_type, settings.limits(device_type))
+    driver: DeviceDriver = module.Driver(device_type, settings)
     return driver

@@ -29,7 +29,7 @@ from sqlalchemy import Row, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.broker import celery_config
-from core.catalog import entry
+from core.catalog import DeviceKind, entry
 from core.config import Settings
 from core.enums import ACTIVE_JOB_STATUSES, DeviceType, QueuePriority
 from core.messages import JobSpec
@@ -195,10 +195,16 @@ class Dispatcher:
         room = window - state.queued
         if state.queued > self._low_water(state):
             return 0  # still well stocked
+        if entry(device).kind == DeviceKind.QPU and not self._qpu_up(device):
+            return 0  # its jobs wait PENDING until the QPU is UP again
         capacity = entry(device).capacity
         if capacity is not None and room > 0:
             room = min(room, capacity - self._in_flight(device))
         return room
+
+    def _qpu_up(self, device: DeviceType) -> bool:
+        """What the scheduler's QPU watch last saw (it polls the QPU)."""
+        return self.client.hget(self.keys.device_state(device), "operational") == b"UP"
 
     def _in_flight(self, device: DeviceType) -> int:
         with self.sessions() as session:
@@ -266,6 +272,7 @@ class Dispatcher:
 
     def _publish(self, specs: list[tuple[JobSpec, int]]) -> None:
         ttl_s = self.settings.job_time_limit_s * 2
+        limits = {spec.device_type: self._time_limit_s(spec.device_type) for spec, _ in specs}
         pipe = self.client.pipeline(transaction=False)
         for spec, _ in specs:
             pipe.set(self.keys.current_attempt(spec.job_id), spec.attempt, ex=ttl_s)
@@ -282,7 +289,14 @@ class Dispatcher:
                     # whole sequence costs more than the rest of the message)
                     argsrepr=f"job {spec.job_id} attempt {spec.attempt}",
                     kwargsrepr="{}",
+                    # the device's time limit: Celery raises SoftTimeLimitExceeded in the
+                    # task (the job ends ERROR, "time limit exceeded"), then kills it
+                    soft_time_limit=limits[spec.device_type],
+                    time_limit=limits[spec.device_type] + 60,
                 )
+
+    def _time_limit_s(self, device: DeviceType) -> int:
+        return min(self.settings.limits(device).time_limit_s, self.settings.job_time_limit_s)
 
     def _undispatch(self, specs: list[JobSpec]) -> None:
         try:
@@ -330,4 +344,5 @@ def _spec(row: Row[Any], device: DeviceType, payload: _BatchPayload) -> JobSpec:
         runs=row.runs,
         backend_configuration=payload.backend_configuration,
         configuration=payload.configuration,
+        remote_id=row.remote_id,
     )

@@ -138,6 +138,8 @@ def _apply(
     if job.status.is_terminal:
         return
     at = datetime.fromtimestamp(event.at, UTC)
+    if event.remote_id and job.remote_id != event.remote_id:
+        job.remote_id = event.remote_id  # a new attempt resumes it instead of starting over
     if event.kind in (EventKind.RUNNING, EventKind.PROGRESS):
         started = datetime.fromtimestamp(event.started_at, UTC) if event.started_at else at
         book.move(batch, job, JobStatus.RUNNING, started)

@@ -13,22 +13,25 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, cast
 
 from pulser import Sequence
 from pulser.backend import EmulationConfig
+from pulser.devices._device_datacls import BaseDevice
 from sqlalchemy import Table, delete, insert
 from sqlalchemy.orm import Session
 
-from core.catalog import DeviceKind, Limits, entry
+from core.catalog import DeviceKind, Limits, SpecsSource, entry
 from core.config import Settings
 from core.enums import BatchStatus, DeviceType, JobStatus
-from core.errors import InvalidRequestError
+from core.errors import InvalidRequestError, ServiceUnavailableError
 from scheduler import sequences
 from scheduler.accounts import is_member
 from scheduler.ledger import ledger
 from scheduler.models import Batch, BatchTag, Job, new_id, utcnow
 from scheduler.sequence_bounds import SequenceShape, Unbounded
+from scheduler.specs import DeviceSpecs
 from scheduler.submissions import CreateBatchRequest, JobIn
 
 # Core inserts: 10,000 rows go in one executemany, without the ORM unit of work.
@@ -57,8 +60,17 @@ class _BatchContext:
     builder_shape: SequenceShape | None
     config: EmulationConfig[Any] | None
     caller: Caller
-    # Each distinct per-job sequence, deserialized once.
+    # The specs sequences are moved onto and checked against as the hardware would (a QPU,
+    # or EMU_FRESNEL); None: a sequence runs on the device it was written for.
+    target: BaseDevice | None = None
+    # Each distinct per-job sequence, deserialized once (and moved onto `target`).
     own: dict[str, tuple[SequenceShape, Sequence[Any]]] = field(default_factory=dict)
+
+    def retarget(self, seq: Sequence[Any], field_name: str) -> Sequence[Any]:
+        """`seq` on the target's specs (422 when it does not fit them)."""
+        if self.target is None:
+            return seq
+        return sequences.on_device(seq, self.target, field_name)
 
 
 @dataclass
@@ -76,8 +88,9 @@ class Intake:
     built; a job that still cannot be built ends in ERROR on the worker with the reason.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, specs: DeviceSpecs | None = None) -> None:
         self.settings = settings
+        self.specs = specs
         self.enabled_devices = frozenset(settings.devices)
 
     def create_batch(
@@ -94,18 +107,21 @@ class Intake:
             )
         self._check_batch_size("jobs", len(request.jobs))
         ctx = self._batch_context(request, caller)
+        builder = request.sequence_builder
+        if ctx.target is not None and ctx.builder is not None:
+            builder = sequences.serialize(ctx.builder)  # what will run: on the target's specs
         batch = new_batch(
             project_id=project_id,
             user_id=caller.user_id,
             device_type=ctx.device_type,
             queue_priority=request.queue_priority,
             open=request.is_open,
-            sequence_builder=request.sequence_builder,
+            sequence_builder=builder,
             backend_configuration=request.backend_configuration,
             configuration=request.configuration,
             webhook=request.webhook,
         )
-        rows = self._job_rows(batch, request.jobs, ctx, first_order=0)
+        rows = self._job_rows(batch, request.jobs, ctx, first_order=0, at=batch.created_at)
         persist(session, batch, rows, request.tags)
         return Submission(batch, rows)
 
@@ -128,7 +144,7 @@ class Intake:
             raise InvalidRequestError.single(
                 "device_type", f"{device_type.value} is not served here (available: {served})"
             )
-        limits = self.settings.limits(device_type)
+        target, limits = self._target(device_type)
         builder = None
         if builder_shape is not None:
             assert request.sequence_builder is not None
@@ -136,7 +152,24 @@ class Intake:
             _check_shape(builder_shape, limits, device_type, {}, fixed_only=True)
             builder = sequences.load_sequence(request.sequence_builder, "sequence_builder")
         config = self._config(request.backend_configuration, device_type, limits)
-        return _BatchContext(device_type, limits, builder, builder_shape, config, caller)
+        ctx = _BatchContext(device_type, limits, builder, builder_shape, config, caller, target)
+        if builder is not None:
+            ctx.builder = ctx.retarget(builder, "sequence_builder")
+            if not ctx.builder.is_parametrized():
+                _check_built(ctx.builder, ctx, "sequence_builder")
+        return ctx
+
+    def _target(self, device_type: DeviceType) -> tuple[BaseDevice | None, Limits]:
+        """The specs to hold sequences to, and the limits (tightened by those specs)."""
+        if entry(device_type).specs == SpecsSource.MOCK or self.specs is None:
+            return None, self.settings.limits(device_type)
+        device = self.specs.device(device_type)
+        if device is None:
+            raise ServiceUnavailableError(
+                f"{device_type.value}'s specs are not known yet (its QPU has not answered); "
+                "try again"
+            )
+        return device, self.specs.limits(device_type, device)
 
     def _config(
         self, serialized: str | None, device_type: DeviceType, limits: Limits
@@ -178,7 +211,7 @@ class Intake:
     ) -> list[dict[str, Any]]:
         """Validate and append jobs to an open batch; the caller commits."""
         self._check_batch_size("body", batch.jobs_count + len(jobs))
-        limits = self.settings.limits(batch.device_type)
+        target, limits = self._target(batch.device_type)
         builder = shape = None
         if batch.sequence_builder:
             shape = SequenceShape(batch.sequence_builder, "sequence_builder")
@@ -188,8 +221,9 @@ class Intake:
             if batch.backend_configuration
             else None
         )
-        ctx = _BatchContext(batch.device_type, limits, builder, shape, config, caller)
-        rows = self._job_rows(batch, jobs, ctx, first_order=batch.jobs_count)
+        ctx = _BatchContext(batch.device_type, limits, builder, shape, config, caller, target)
+        now = utcnow()
+        rows = self._job_rows(batch, jobs, ctx, first_order=batch.jobs_count, at=now)
         for row, parent in zip(rows, parents or [], strict=False):
             row["parent_id"] = parent
         if rows:
@@ -197,12 +231,18 @@ class Intake:
             ledger(session).created(batch, len(rows))
         batch.jobs_count += len(rows)
         batch.count_pending += len(rows)
-        batch.updated_at = utcnow()
+        batch.updated_at = batch.last_job_at = now
         return rows
 
     def _job_rows(
-        self, batch: Batch, jobs: list[JobIn], ctx: _BatchContext, first_order: int
+        self,
+        batch: Batch,
+        jobs: list[JobIn],
+        ctx: _BatchContext,
+        first_order: int,
+        at: datetime,
     ) -> list[dict[str, Any]]:
+        """The rows of `jobs` (created `at`), every one checked; 422 with every problem."""
         problems: list[tuple[str, str]] = []
         self._load_own_sequences(jobs, ctx)
         rows: list[dict[str, Any]] = []
@@ -218,7 +258,9 @@ class Intake:
                 if len(problems) >= MAX_PROBLEMS:
                     break
                 continue
-            rows.append(job_row(batch, first_order + index, runs, job.variables, job.sequence))
+            rows.append(
+                job_row(batch, first_order + index, runs, job.variables, job.sequence, at=at)
+            )
         if not problems and ctx.builder is not None and ctx.builder.is_parametrized():
             problems = self._build_problems(jobs, ctx)
         if problems:
@@ -245,7 +287,7 @@ class Intake:
                 raise InvalidRequestError.single(
                     seq_field, "is parametrized; a job's own sequence must be built"
                 )
-            ctx.own[serialized] = (shape, seq)
+            ctx.own[serialized] = (shape, ctx.retarget(seq, seq_field))
 
     def _build_problems(self, jobs: list[JobIn], ctx: _BatchContext) -> list[tuple[str, str]]:
         """Build the jobs that use the builder (or a sample of them); the first failure."""
@@ -350,6 +392,8 @@ def _check_shape(
 
 def _check_built(seq: Sequence[Any], ctx: _BatchContext, field_name: str) -> None:
     """The exact checks on a built sequence that Pulser's device may not make."""
+    if ctx.target is not None:
+        sequences.check_runnable_on_hardware(seq, field_name)
     duration = int(seq.get_duration(include_fall_time=True))
     if duration > ctx.limits.max_duration_ns:
         raise InvalidRequestError.single(
@@ -377,6 +421,7 @@ def new_batch(**fields: Any) -> Batch:
         tags=[],
         created_at=now,
         updated_at=now,
+        last_job_at=now,
         jobs_count=0,
         count_pending=0,
         **fields,
@@ -390,8 +435,11 @@ def job_row(
     variables: dict[str, Any] | None,
     sequence: str | None,
     parent_id: str | None = None,
+    at: datetime | None = None,
 ) -> dict[str, Any]:
-    """The row of a new PENDING job of `batch` (inserted with Core, in bulk)."""
+    """The row of a new PENDING job of `batch` (inserted with Core, in bulk), created `at`
+    (by default when the batch was)."""
+    at = at or batch.created_at
     return {
         "id": new_id(),
         "batch_id": batch.id,
@@ -405,8 +453,8 @@ def job_row(
         "sequence": sequence,
         "progress": 0,
         "errors": None,
-        "created_at": batch.created_at,
-        "updated_at": batch.created_at,
+        "created_at": at,
+        "updated_at": at,
         "start_timestamp": None,
         "end_timestamp": None,
         "device_type": batch.device_type,

@@ -119,6 +119,8 @@ class Batch(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     start_datetime: Mapped[datetime | None]
     end_datetime: Mapped[datetime | None]
+    # When its last job was added (an open batch idle for too long times out).
+    last_job_at: Mapped[datetime] = mapped_column(default=utcnow)
     # Per-status job counters, kept by the one writer of job statuses (scheduler.events).
     jobs_count: Mapped[int] = mapped_column(Integer, default=0)
     count_pending: Mapped[int] = mapped_column(Integer, default=0)
@@ -208,6 +210,8 @@ class Job(Base):
     priority_rank: Mapped[int] = mapped_column(Integer, doc="QueuePriority.rank of the batch.")
     dispatched_at: Mapped[datetime | None]
     attempt: Mapped[int] = mapped_column(Integer, default=0)
+    # The device's own id of the job (a QPU job uid): a new attempt resumes it.
+    remote_id: Mapped[str | None] = mapped_column(String(64))
     origin: Mapped[JobOrigin] = mapped_column(
         _enum(JobOrigin, "job_origin"), default=JobOrigin.CLIENT, server_default="CLIENT"
     )

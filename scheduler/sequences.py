@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from pulser import Sequence
-from pulser.backend import BitStrings, EmulationConfig
+from pulser.backend import Backend, BitStrings, EmulationConfig
+from pulser.devices._device_datacls import BaseDevice
 from pulser.parametrized import Variable
 
 from core.catalog import Limits
@@ -91,6 +92,35 @@ def build_serialized(serialized: str, values: Mapping[str, Any] | None) -> str:
         return serialized
     built = build(seq, values or {}, "variables")
     return built.to_abstract_repr(skip_validation=True)
+
+
+def on_device(seq: Sequence[Any], device: BaseDevice, field: str) -> Sequence[Any]:
+    """`seq` moved onto `device`'s specs (its calls replayed there); 422 when it does not fit."""
+    if seq.device == device:
+        return seq
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return seq.switch_device(device, strict=True)
+    except Exception as exc:
+        raise InvalidRequestError.single(
+            field, f"does not fit {device.name}'s specs: {_reason(exc)}"
+        ) from exc
+
+
+def check_runnable_on_hardware(seq: Sequence[Any], field: str) -> None:
+    """What a QPU refuses that Pulser's device checks let through (a register not from a
+    layout, an empty sequence...), checked as Pulser's backends do with `mimic_qpu`."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            Backend.validate_sequence(seq, mimic_qpu=True)
+    except Exception as exc:
+        raise InvalidRequestError.single(field, f"not runnable on the QPU: {_reason(exc)}") from exc
+
+
+def serialize(seq: Sequence[Any]) -> str:
+    return str(seq.to_abstract_repr(skip_validation=True))
 
 
 def max_runs(seq: Sequence[Any]) -> int | None:

@@ -4,7 +4,9 @@
   message, a job ending or requeued);
 - events: consumes the workers' event stream into the store;
 - reconcile: requeues jobs lost to a dead worker or a Redis restart;
-- watch: flags a device whose workers claim free slots but consume nothing.
+- watch: flags a device whose workers claim free slots but consume nothing;
+- qpus: keeps each QPU's operational status and specs in Redis;
+- timeouts: ends open batches that received no job for too long (TIMED_OUT).
 
 SIGTERM or SIGINT stops every loop at its next turn.
 """
@@ -25,8 +27,10 @@ from core.enums import DeviceType
 from scheduler.db import engine_from_settings, make_sessionmaker
 from scheduler.dispatch import Dispatcher, make_producer
 from scheduler.events import EventsConsumer
+from scheduler.qpu_watch import QpuWatch
 from scheduler.reactions import redis_reactor
 from scheduler.reconcile import Reconciler
+from scheduler.timeouts import OpenBatchTimeouts
 from scheduler.watch import FleetWatch
 
 log = logging.getLogger(__name__)
@@ -64,11 +68,15 @@ def build_loops(settings: Settings, devices: list[DeviceType]) -> list[Loop]:
     # Lost jobs are judged once the events before them are applied.
     reconciler = Reconciler(settings, sessions, client(), devices, ready=consumer.caught_up)
     watch = FleetWatch(settings, client(), devices)
+    qpus = QpuWatch(settings, client())
+    timeouts = OpenBatchTimeouts(settings, sessions)
     return [
         Loop("dispatch", dispatcher.run_once),
         Loop("events", consumer.consume_once),
         Loop("reconcile", reconciler.reconcile_once, pause_s=settings.reconcile_interval_s),
         Loop("watch", watch.watch_once, pause_s=watch.interval_s),
+        Loop("qpus", qpus.watch_once, pause_s=settings.qpu_poll_s),
+        Loop("timeouts", timeouts.time_out_once, pause_s=timeouts.interval_s),
     ]
 
 

@@ -424,7 +424,11 @@ def test_device_specs_are_pulser_devices_carrying_the_limits(
     client: TestClient, account: Account, settings: Settings
 ) -> None:
     specs = get(client, account, "/api/v1/devices/specs")["data"]
-    assert set(specs) == {"EMU_MPS", "EMU_SV", "EMU_FREE", "EMU_TN"}
+    assert set(specs) == {"EMU_MPS", "EMU_SV", "EMU_FREE", "EMU_TN", "EMU_FRESNEL"}
+    # EMU_FRESNEL is the FRESNEL QPU's specs (here the reference: no QPU is configured)
+    fresnel = deserialize_device(specs.pop("EMU_FRESNEL"))
+    assert fresnel.name == "EMU_FRESNEL" and fresnel.max_runs == 2000
+    assert fresnel.requires_layout
     for name, text in specs.items():
         device = deserialize_device(text)
         limits = settings.limits(DeviceType(name))
@@ -434,7 +438,7 @@ def test_device_specs_are_pulser_devices_carrying_the_limits(
         assert device.max_sequence_duration == limits.max_duration_ns
         assert device.max_runs == limits.max_runs
     public = client.get("/api/v1/devices/public-specs").json()["data"]
-    assert {p["device_type"] for p in public} == set(specs)
+    assert {p["device_type"] for p in public} == {*specs, "EMU_FRESNEL"}
 
 
 def test_devices_list_their_state(client: TestClient, account: Account) -> None:

@@ -241,7 +241,8 @@ REJECTIONS: list[tuple[str, dict[str, Any], str]] = [
     (
         "device not served",
         {"device_type": "FRESNEL"},
-        "device_type: FRESNEL is not served here (available: EMU_FREE, EMU_MPS, EMU_SV, EMU_TN)",
+        "device_type: FRESNEL is not served here (available: EMU_FREE, EMU_FRESNEL, EMU_MPS, "
+        "EMU_SV, EMU_TN)",
     ),
     (
         "unknown device",

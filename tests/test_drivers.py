@@ -10,6 +10,7 @@ from core.config import Settings
 from core.enums import DeviceType
 from core.errors import DriverError
 from core.messages import JobSpec
+from device_drivers.base import LocalJob
 from device_drivers.registry import load_driver
 from tests.sequences import parametrized_sweep, plain
 
@@ -27,7 +28,7 @@ def spec(device: DeviceType, **fields: object) -> JobSpec:
 @pytest.mark.parametrize("device", [DeviceType.EMU_MPS, DeviceType.EMU_SV, DeviceType.EMU_FREE])
 def test_a_driver_samples_the_runs_and_serializes_its_results(device: DeviceType) -> None:
     progress: list[int] = []
-    result = load_driver(device, Settings()).run(spec(device, runs=40), progress.append)
+    result = load_driver(device, Settings()).run(spec(device, runs=40), LocalJob(progress.append))
     assert sum(result.counter.values()) == 40
     assert all(len(bits) == 3 and set(bits) <= {"0", "1"} for bits in result.counter)
     assert result.serialised_results is not None
@@ -43,20 +44,20 @@ def test_a_driver_samples_the_runs_and_serializes_its_results(device: DeviceType
 def test_the_configuration_decides_the_shots_unless_runs_is_given() -> None:
     driver = load_driver(DeviceType.EMU_SV, Settings())
     config = EmulationConfig(observables=[BitStrings(num_shots=33)]).to_abstract_repr()
-    counted = driver.run(spec(DeviceType.EMU_SV, backend_configuration=config), lambda _: None)
+    counted = driver.run(spec(DeviceType.EMU_SV, backend_configuration=config), LocalJob())
     assert sum(counted.counter.values()) == 33
     given = driver.run(spec(DeviceType.EMU_SV, backend_configuration=config, runs=25),
-                       lambda _: None)  # fmt: skip
+                       LocalJob())  # fmt: skip
     assert sum(given.counter.values()) == 25
     default = EmulationConfig(observables=[BitStrings()], default_num_shots=17).to_abstract_repr()
     assert sum(driver.run(spec(DeviceType.EMU_SV, backend_configuration=default),
-                          lambda _: None).counter.values()) == 17  # fmt: skip
+                          LocalJob()).counter.values()) == 17  # fmt: skip
 
 
 def test_a_configuration_for_another_emulator_still_runs_on_qutip() -> None:
     config = MPSConfig(dt=5, observables=[BitStrings(num_shots=10)]).to_abstract_repr()
     result = load_driver(DeviceType.EMU_FREE, Settings()).run(
-        spec(DeviceType.EMU_FREE, backend_configuration=config), lambda _: None
+        spec(DeviceType.EMU_FREE, backend_configuration=config), LocalJob()
     )
     assert sum(result.counter.values()) == 10
 
@@ -69,7 +70,7 @@ def test_emu_tn_is_served_by_emu_mps() -> None:
 
 def test_a_plain_sequence_runs_without_variables() -> None:
     result = load_driver(DeviceType.EMU_FREE, Settings()).run(
-        spec(DeviceType.EMU_FREE, sequence=plain(2), variables=None, runs=8), lambda _: None
+        spec(DeviceType.EMU_FREE, sequence=plain(2), variables=None, runs=8), LocalJob()
     )
     assert sum(result.counter.values()) == 8
 
@@ -87,5 +88,5 @@ def test_a_job_that_cannot_run_raises_a_readable_driver_error(
 ) -> None:
     with pytest.raises(DriverError, match=reason):
         load_driver(DeviceType.EMU_SV, Settings()).run(
-            spec(DeviceType.EMU_SV, **fields), lambda _: None
+            spec(DeviceType.EMU_SV, **fields), LocalJob()
         )

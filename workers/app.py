@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import time
 from typing import Any
@@ -24,11 +25,11 @@ from core.enums import DeviceType, EventKind
 from core.errors import DriverError
 from core.messages import JobEvent, JobSpec
 from core.names import RUN_JOB_TASK, RedisKeys
-from device_drivers.base import DeviceDriver
+from device_drivers.base import DeviceDriver, JobCanceled
 from device_drivers.registry import load_driver
 from workers.events import EventPublisher
 from workers.heartbeat import Heartbeat
-from workers.lease import Claim, Leases
+from workers.lease import Claim, JobInterrupted, Leases
 from workers.progress import ProgressReporter
 
 log = logging.getLogger(__name__)
@@ -69,30 +70,90 @@ class Runtime:
         holder = f"{spec.attempt}:{socket.gethostname()}:{os.getpid()}"
         running = _event(spec, EventKind.RUNNING, started_at, progress=0)
         outcome = self.leases.claim(
-            spec.job_id, spec.attempt, holder, self.device_type, running.model_dump_json()
+            spec.job_id,
+            spec.attempt,
+            holder,
+            self.device_type,
+            running.model_dump_json(),
+            announce=not self.driver.announces_start,
         )
         if outcome != Claim.OK:
             log.info("job %s attempt %d: %s, dropping this message", spec.job_id, spec.attempt,
                      outcome.value)  # fmt: skip
             return
-        publisher = EventPublisher(self.client, self.keys)
-        progress = ProgressReporter(publisher, spec, started_at, self.settings.progress_interval_s)
+        final = self._run(spec, started_at)
+        if not self.leases.finish(spec.job_id, final, retry_for_s=300):
+            # Without the event the job would look lost; the lease lapses and it re-runs.
+            raise RuntimeError(f"could not report job {spec.job_id}")
+
+    def _run(self, spec: JobSpec, started_at: float) -> str:
+        """Run the driver; the final event to publish ("" for none: the job was canceled)."""
+        job = RunningJob(self, spec, started_at)
         try:
-            result = self.driver.run(spec, progress)
+            self.leases.interruptible(spec.job_id)
+            try:
+                result = self.driver.run(spec, job)
+            finally:
+                self.leases.interruptible(None)
             final = _event(spec, EventKind.DONE, started_at, progress=100)
             final.result = result
+        except (JobCanceled, JobInterrupted) as exc:
+            if isinstance(exc, JobCanceled) or exc.canceled:
+                log.info("job %s stopped: it was canceled", spec.job_id)
+                return ""  # the store already says CANCELED
+            final = _event(spec, EventKind.ERROR, started_at)
+            final.errors = [f"time limit exceeded ({self.driver.limits.time_limit_s} s)"]
         except DriverError as exc:
             final = _event(spec, EventKind.ERROR, started_at)
             final.errors = [str(exc)]
-        except BaseException as exc:
+        except Exception as exc:
             log.exception("job %s failed", spec.job_id)
             final = _event(spec, EventKind.ERROR, started_at)
             final.errors = [f"internal error: {type(exc).__name__}: {exc}"]
-            if not isinstance(exc, Exception):  # the process is going: let the lease lapse
-                raise
-        if not self.leases.finish(spec.job_id, final.model_dump_json(), retry_for_s=300):
-            # Without the event the job would look lost; the lease lapses and it re-runs.
-            raise RuntimeError(f"could not report job {spec.job_id}")
+        return final.model_dump_json()
+
+    def on_interrupt_signal(self, signum: int, frame: Any) -> None:
+        """SIGUSR1 in a prefork child: our cancel, or Celery's soft time limit."""
+        interruption = self.leases.on_interrupt_signal()
+        if interruption is not None:
+            raise interruption
+
+
+class RunningJob:
+    """The JobContext a driver gets: progress, start, the device's id, cancel."""
+
+    def __init__(self, runtime: Runtime, spec: JobSpec, started_at: float) -> None:
+        self.runtime = runtime
+        self.spec = spec
+        self.publisher = EventPublisher(runtime.client, runtime.keys)
+        self.reporter = ProgressReporter(
+            self.publisher, spec, started_at, runtime.settings.progress_interval_s
+        )
+
+    def progress(self, percent: int) -> None:
+        self.reporter(percent)
+
+    def started(self) -> None:
+        self.runtime.leases.announce_now(self.spec.job_id)
+
+    def remember(self, remote_id: str) -> None:
+        keys, ttl_s = self.runtime.keys, self.runtime.settings.job_time_limit_s * 2
+        self.runtime.client.set(keys.remote_id(self.spec.job_id), remote_id, ex=ttl_s)
+        event = JobEvent(
+            job_id=self.spec.job_id,
+            attempt=self.spec.attempt,
+            kind=EventKind.PROGRESS,
+            remote_id=remote_id,
+        )
+        self.publisher.publish(event, retry_for_s=30)
+
+    def recall(self) -> str | None:
+        """The device's id an earlier attempt remembered, if Redis still has it."""
+        raw = self.runtime.client.get(self.runtime.keys.remote_id(self.spec.job_id))
+        return raw.decode() if isinstance(raw, bytes) else None
+
+    def canceled(self) -> bool:
+        return self.runtime.leases.canceled(self.spec.job_id)
 
 
 def _event(
@@ -122,6 +183,10 @@ def create_celery(settings: Settings, device_type: DeviceType) -> Celery:
     @worker_process_init.connect(weak=False)  # type: ignore[untyped-decorator]
     def _init_child(**_: Any) -> None:
         set_compute_threads(threads)
+        # A prefork child: a canceled emulation is interrupted by SIGUSR1, the signal
+        # Celery's soft time limit sends too; this handler tells them apart.
+        runtime.leases.interrupt_by_signal = True
+        signal.signal(signal.SIGUSR1, runtime.on_interrupt_signal)
 
     heartbeat = Heartbeat(
         lambda: runtime.client,

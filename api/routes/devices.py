@@ -21,15 +21,17 @@ router = APIRouter(tags=["devices"])
 
 @router.get("/api/v1/devices", summary="List Devices", responses=doc(list[DeviceOut]))
 def list_devices(svc: ServicesDep, user_id: UserDep) -> Response:
-    """Each device you can use: UP while a worker consumes its queues, STALLED while its
-    workers claim free slots but take nothing, else DOWN; its waiting and running jobs,
-    and the limits a job must fit."""
+    """Each device you can use: UP while a worker consumes its queues (and, for a QPU, the
+    QPU says UP), STALLED while its workers claim free slots but take nothing, else DOWN;
+    its waiting and running jobs, and the limits a job must fit."""
     with svc.sessions() as session:
         counts = devices.job_counts(session, list(svc.settings.devices))
     data = []
     for device in svc.settings.devices:
         workers, stalled = _fleet(svc.redis, svc, device)
         status = "DOWN" if not workers else ("STALLED" if stalled else "UP")
+        if svc.specs.operational(device) not in (None, "UP"):
+            status = "DOWN"  # a QPU that is down or does not answer
         data.append(
             {
                 "device_type": device.value,
@@ -39,7 +41,7 @@ def list_devices(svc: ServicesDep, user_id: UserDep) -> Response:
                 "slots": sum(w.concurrency for w in workers),
                 "jobs_pending": counts[device]["PENDING"],
                 "jobs_running": counts[device]["RUNNING"],
-                "limits": dataclasses.asdict(svc.settings.limits(device)),
+                "limits": dataclasses.asdict(svc.specs.limits(device)),
             }
         )
     return success(data)
@@ -58,8 +60,10 @@ def _fleet(
 
 @router.get("/api/v1/devices/specs", summary="Device Specs", responses=doc(dict[str, str]))
 def device_specs(svc: ServicesDep, user_id: UserDep) -> Response:
-    """`{device_type: Pulser device abstract repr (a JSON string)}`, carrying the limits."""
-    return success(devices.specs(svc.settings))
+    """`{device_type: Pulser device abstract repr (a JSON string)}`: for emulators, Pulser's
+    MockDevice carrying atomfleet's limits; for a QPU, its own specs (absent until it has
+    answered); for EMU_FRESNEL, the FRESNEL QPU's."""
+    return success(svc.specs.abstract_reprs())
 
 
 @router.get(
@@ -69,4 +73,6 @@ def device_specs(svc: ServicesDep, user_id: UserDep) -> Response:
 )
 def public_specs(svc: ServicesDep) -> Response:
     """The same specs without authentication, as `[{device_type, specs}]`."""
-    return success([{"device_type": d, "specs": s} for d, s in devices.specs(svc.settings).items()])
+    return success(
+        [{"device_type": d, "specs": s} for d, s in svc.specs.abstract_reprs().items()]
+    )

@@ -21,6 +21,7 @@ PICKED = (
     Job.variables,
     Job.runs,
     Job.sequence,
+    Job.remote_id,
 )
 
 
