@@ -40,6 +40,7 @@ def cmd_scheduler(args: argparse.Namespace) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
+    from core.catalog import entry
     from core.names import device_queues
     from workers.app import create_celery
 
@@ -53,7 +54,8 @@ def cmd_worker(args: argparse.Namespace) -> None:
             "worker",
             "--queues", ",".join(device_queues(device)),
             "--concurrency", str(settings.worker_concurrency),
-            "--pool", "prefork",
+            # prefork for emulations (CPU), threads for a QPU client (it only waits)
+            "--pool", entry(device).pool,
             "--hostname", f"{device.value}.%i@%h",
             "--loglevel", args.loglevel,
             "--without-gossip", "--without-mingle", "--without-heartbeat",

@@ -1,4 +1,5 @@
-"""The demo `atomfleet run` submits: one parametrized sweep, three variable sets per emulator."""
+"""The demo `atomfleet run` submits: one parametrized sweep, three variable sets per emulator
+and on the (simulated) FRESNEL QPU."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ DEMO_VARIABLES = [
     {"omega": 6.0, "duration": 800},
     {"omega": 9.0, "duration": 1200},
 ]
-DEMO_DEVICES = ["EMU_MPS", "EMU_SV", "EMU_FREE"]
+DEMO_DEVICES = ["EMU_MPS", "EMU_SV", "EMU_FREE", "FRESNEL"]
 
 
 def demo_sequence() -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from atomfleet.demo import DEMO_DEVICES, demo_request, demo_sequence
-from atomfleet.services import ServiceError, Started, ensure_redis
+from atomfleet.services import ServiceError, ensure_redis, free_port
 from core.config import Settings
 
 TERMINAL = {"DONE", "ERROR", "CANCELED"}
@@ -129,6 +129,10 @@ def run(settings: Settings, demo: bool = True) -> int:
         "ATOMFLEET_DATA_DIR": str(data_dir),
         "PYTHONUNBUFFERED": "1",
     }
+    simulator_port = 0
+    if not settings.qpus:  # no real QPU configured: serve a simulated FRESNEL
+        simulator_port = free_port()
+        env["ATOMFLEET_QPUS"] = json.dumps({"FRESNEL": f"http://127.0.0.1:{simulator_port}"})
     print(f"atomfleet: Redis at {redis_service.url}")
     print(f"atomfleet: database at {settings.resolved_database_url()}")
     fleet = Fleet(env, log_dir)
@@ -138,7 +142,7 @@ def run(settings: Settings, demo: bool = True) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGHUP, _interrupt)
     try:
-        return _run(settings, env, fleet, redis_service, demo)
+        return _run(settings, env, fleet, simulator_port, demo)
     except KeyboardInterrupt:
         return 0
     finally:
@@ -163,7 +167,7 @@ def _say(text: str) -> None:
 
 
 def _run(
-    settings: Settings, env: dict[str, str], fleet: Fleet, redis_service: Started, demo: bool
+    settings: Settings, env: dict[str, str], fleet: Fleet, simulator_port: int, demo: bool
 ) -> int:
     subprocess.run([sys.executable, "-m", "atomfleet", "migrate"], env=env, check=True)
     boot = subprocess.run(
@@ -173,6 +177,9 @@ def _run(
     )  # fmt: skip
     account = json.loads(boot.stdout.strip().splitlines()[-1])
     base = f"http://{settings.api_host}:{settings.api_port}"
+    if simulator_port:
+        fleet.start("qpu-simulator", "qpu-simulator", "--port", str(simulator_port))
+        print(f"atomfleet: a simulated FRESNEL QPU on http://127.0.0.1:{simulator_port}")
     fleet.start("api")
     fleet.start("scheduler")
     for device in DEMO_DEVICES:
@@ -206,6 +213,11 @@ def _wait_healthy(client: Client, fleet: Fleet, timeout_s: float = 60) -> None:
 
 def _demo(client: Client, project_id: str, fleet: Fleet) -> None:
     sequence = demo_sequence()
+    deadline = time.monotonic() + 60
+    while "FRESNEL" not in client.call("GET", "/api/v1/devices/specs"):
+        if time.monotonic() > deadline:  # the scheduler reads the QPU's specs every second
+            raise SystemExit("atomfleet: the FRESNEL QPU did not answer; see the logs")
+        time.sleep(0.3)
     batches = []
     for device in DEMO_DEVICES:
         batch = client.call("POST", "/api/v1/batches", demo_request(project_id, device, sequence))

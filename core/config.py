@@ -46,13 +46,15 @@ class Settings(BaseSettings):
     )
     qpus: dict[DeviceType, str] = Field(
         default_factory=dict,
-        description='QPU device type -> its QPU API base URL (a JSON object), e.g. '
+        description="QPU device type -> its QPU API base URL (a JSON object), e.g. "
         '{"FRESNEL": "http://127.0.0.1:8800"}. A QPU is served only when listed here.',
     )
     qpu_token: str = Field(default="", description="Bearer token for the QPUs' API, if any.")
     qpu_poll_s: float = Field(
-        default=1.0, gt=0, description="How often a QPU worker polls its job, and the scheduler "
-        "the QPU's operational status and specs."
+        default=1.0,
+        gt=0,
+        description="How often a QPU worker polls its job, and the scheduler "
+        "the QPU's operational status and specs.",
     )
     qpu_retry_s: float = Field(
         default=1.0, gt=0, description="Pause between retries of a failed QPU API call (10)."

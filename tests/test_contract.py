@@ -4,6 +4,7 @@ environments, drive a running atomfleet (API, scheduler, real workers) through
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -13,9 +14,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
+from atomfleet.services import free_port
 from scheduler.db import make_sessionmaker
 from tests.conftest import SERVICES_DIR, make_account
-from tests.fleet import TestFleet
+from tests.fleet import TestFleet, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -53,9 +55,15 @@ def fleet(
 ) -> Iterator[TestFleet]:
     # No EMU_TN worker on purpose: jobs sent there stay PENDING, to be canceled and paged.
     fleet = TestFleet(pg_url, redis_url, Path(tmp_path_factory.mktemp("contract")))
-    fleet.start("api", "scheduler", "worker-EMU_MPS", "worker-EMU_SV", "worker-EMU_FREE")
+    qpu_port = free_port()
+    fleet.env["ATOMFLEET_QPUS"] = json.dumps({"FRESNEL": f"http://127.0.0.1:{qpu_port}"})
+    fleet.processes.start("qpu", "qpu-simulator", "--port", str(qpu_port))
+    fleet.start("api", "scheduler", "worker-EMU_MPS", "worker-EMU_SV", "worker-EMU_FREE",
+                "worker-FRESNEL")  # fmt: skip
     try:
         fleet.wait_ready()
+        wait_for(lambda: "FRESNEL" in fleet.http.get("/api/v1/devices/public-specs").text, 30,
+                 "the QPU's specs")  # fmt: skip
         yield fleet
     finally:
         fleet.stop()

@@ -43,12 +43,13 @@ def test_atomfleet_run_shows_the_demo_done_and_stops_cleanly(
             if "press Ctrl-C" in line or time.monotonic() > deadline:
                 break
         output = "".join(lines)
-        for device in ("EMU_MPS", "EMU_SV", "EMU_FREE"):
+        for device in ("EMU_MPS", "EMU_SV", "EMU_FREE", "FRESNEL"):
             assert f"{device}: batch DONE {{'DONE': 3}}" in output, output[-3000:]
-        assert output.count("top bitstrings") == 9
+        assert output.count("top bitstrings") == 12
         assert "100% DONE" in output  # the progress bars reached the end
         namespace = f"ATOMFLEET_NAMESPACE={env['ATOMFLEET_NAMESPACE']}"
-        assert len(processes_with(namespace)) >= 6  # run, api, scheduler, 3 workers
+        # run, the QPU simulator, api, scheduler, 4 workers
+        assert len(processes_with(namespace)) >= 8
     finally:
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=60)

@@ -89,6 +89,9 @@ class Runtime:
     def _run(self, spec: JobSpec, started_at: float) -> str:
         """Run the driver; the final event to publish ("" for none: the job was canceled)."""
         job = RunningJob(self, spec, started_at)
+        if self.leases.interrupt_by_signal:
+            # (billiard installs its own SIGUSR1 handler after a child starts)
+            signal.signal(signal.SIGUSR1, self.on_interrupt_signal)
         try:
             self.leases.interruptible(spec.job_id)
             try:
@@ -184,9 +187,8 @@ def create_celery(settings: Settings, device_type: DeviceType) -> Celery:
     def _init_child(**_: Any) -> None:
         set_compute_threads(threads)
         # A prefork child: a canceled emulation is interrupted by SIGUSR1, the signal
-        # Celery's soft time limit sends too; this handler tells them apart.
+        # Celery's soft time limit sends too; `on_interrupt_signal` tells them apart.
         runtime.leases.interrupt_by_signal = True
-        signal.signal(signal.SIGUSR1, runtime.on_interrupt_signal)
 
     heartbeat = Heartbeat(
         lambda: runtime.client,

@@ -73,6 +73,4 @@ def device_specs(svc: ServicesDep, user_id: UserDep) -> Response:
 )
 def public_specs(svc: ServicesDep) -> Response:
     """The same specs without authentication, as `[{device_type, specs}]`."""
-    return success(
-        [{"device_type": d, "specs": s} for d, s in svc.specs.abstract_reprs().items()]
-    )
+    return success([{"device_type": d, "specs": s} for d, s in svc.specs.abstract_reprs().items()])

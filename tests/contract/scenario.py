@@ -173,9 +173,20 @@ def main() -> None:
     check(found.total == 120 and len(found.results) == 20, f"jobs page {found.total}")
     check(len(sdk.get_batch(big.id).ordered_jobs) == 120, "ordered_jobs pages through all")
 
+    step("pulser's QPUBackend on FRESNEL (no device_type: the sequence's device says it)")
+    connection = Connection(**KW)
+    fresnel = connection.fetch_available_devices()["FRESNEL"]
+    on_qpu = pulser.Sequence.from_abstract_repr(SEQ).switch_device(fresnel, strict=True)
+    qpu_results = pulser.QPUBackend(on_qpu, connection).run(
+        job_params=[{"runs": 30, "variables": VARS[0]}], wait=True
+    )
+    counts = dict(qpu_results.results[0].final_bitstrings)
+    check(sum(counts.values()) == 30, f"QPU counts {counts}")
+    check(all(len(bits) == 3 for bits in counts), f"QPU bitstrings {counts}")
+
     step("device specs")
     specs = sdk.get_device_specs_dict()
-    check({"EMU_MPS", "EMU_SV", "EMU_FREE"} <= set(specs), f"specs {set(specs)}")
+    check({"EMU_MPS", "EMU_SV", "EMU_FREE", "FRESNEL"} <= set(specs), f"specs {set(specs)}")
     from pulser.json.abstract_repr.deserializer import deserialize_device
 
     for text in specs.values():
