@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import redis
 from fastapi import FastAPI
 from sqlalchemy import text
@@ -16,6 +19,7 @@ from api.routes import batches, devices, jobs, oauth
 from api.schemas import ErrorEnvelope
 from core.config import Settings
 from scheduler.db import engine_from_settings, make_sessionmaker
+from scheduler.estimates import QueueEstimator
 from scheduler.intake import Intake
 from scheduler.reactions import redis_reactor
 from scheduler.specs import DeviceSpecs
@@ -25,17 +29,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
     specs = DeviceSpecs(settings, client)
+    engine = engine_from_settings(settings)
     services = Services(
         settings=settings,
         sessions=make_sessionmaker(
-            engine_from_settings(settings), reactors=[redis_reactor(client, settings)]
+            engine,
+            reactors=[redis_reactor(client, settings)],
+            half_life_s=settings.fair_share_half_life_s,
         ),
         redis=client,
         intake=Intake(settings, specs),
         specs=specs,
+        estimator=QueueEstimator(settings, client),
         secret_key=settings.resolved_secret_key(),
     )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        # Connections are closed, not left to the garbage collector.
+        engine.dispose()
+        client.close()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="atomfleet",
         version="0.1.0",
         description="Batch and job API of a neutral-atom quantum cloud (Pasqal Cloud compatible).",

@@ -15,6 +15,7 @@ from core.config import Settings
 from core.errors import AuthenticationError
 from core.names import RedisKeys
 from scheduler.accounts import authenticate
+from scheduler.estimates import QueueEstimator
 from scheduler.intake import Intake
 from scheduler.specs import DeviceSpecs
 
@@ -26,6 +27,7 @@ class Services:
     redis: redis.Redis
     intake: Intake
     specs: DeviceSpecs
+    estimator: QueueEstimator
     secret_key: str
 
     @property

@@ -20,6 +20,7 @@ from core.errors import (
     ConflictError,
     InvalidRequestError,
     NotFoundError,
+    QuotaExceededError,
     ServiceUnavailableError,
 )
 from scheduler.submissions import NO_NUL
@@ -68,6 +69,13 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(NotFoundError)
     async def _not_found(_: Request, exc: NotFoundError) -> Response:
         return failure(404, str(exc))
+
+    @app.exception_handler(QuotaExceededError)
+    async def _quota(_: Request, exc: QuotaExceededError) -> Response:
+        response = failure(429, str(exc))
+        if exc.retry_after_s is not None:
+            response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
 
     @app.exception_handler(ConflictError)
     async def _conflict(_: Request, exc: ConflictError) -> Response:

@@ -33,6 +33,19 @@ class JobOut(BaseModel):
     errors: list[str] | None = Field(description="Errors returned during job execution.")
     progress: int = Field(description="Job progress percentage (0-100).")
     creation_order: int = Field(description="Position in the creation order within the batch.")
+    queue_position: int | None = Field(
+        default=None,
+        description="Jobs ahead of it on its device under the current policy (exact for the "
+        "first 10,000, then an upper bound); null unless PENDING (and on create).",
+    )
+    estimated_start_time: str | None = Field(
+        default=None,
+        description="When it should start (ISO-8601), from the device's run-time model, the "
+        "jobs ahead and the live worker slots; null when unknown.",
+    )
+    estimated_end_time: str | None = Field(
+        default=None, description="When it should end (ISO-8601); null when unknown."
+    )
     sequence: str | None = Field(
         default=None, description="The built pulse sequence (only on GET /api/v2/jobs/{id})."
     )
@@ -133,6 +146,23 @@ class DeviceOut(BaseModel):
     jobs_pending: int = Field(description="Its jobs waiting to run.")
     jobs_running: int = Field(description="Its jobs running.")
     limits: DeviceLimits = Field(description="What one job may ask of it.")
+
+
+class WebhookDeliveryOut(BaseModel):
+    """A batch's webhook notification and where its delivery stands."""
+
+    id: str = Field(description="The webhook-id header, the same on every attempt.")
+    url: str = Field(description="Where it is POSTed.")
+    status: str = Field(
+        description="PENDING (to be attempted again), DELIVERED (a 2xx), GONE (the receiver "
+        "answered 410), FAILED (every attempt failed) or REFUSED (a non-public address)."
+    )
+    attempts: int = Field(description="Attempts made.")
+    last_status_code: int | None = Field(description="The last attempt's HTTP status.")
+    last_error: str | None = Field(description="Why the last attempt failed, if it did.")
+    next_attempt_at: str | None = Field(description="When the next attempt is due.")
+    created_at: str = Field(description="When the batch ended (ISO-8601).")
+    delivered_at: str | None = Field(description="When a 2xx came back.")
 
 
 class PublicSpec(BaseModel):

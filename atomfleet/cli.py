@@ -133,6 +133,41 @@ def admin_project_create(session: Any, args: argparse.Namespace) -> dict[str, An
     return {"project_id": project.id, "name": project.name}
 
 
+def admin_project_set(session: Any, args: argparse.Namespace) -> dict[str, Any]:
+    from scheduler import projects
+
+    project = projects.configure(
+        session,
+        args.project_id,
+        weight=args.weight,
+        max_running_per_device=args.max_running_per_device,
+        max_waiting_jobs=args.max_waiting_jobs,
+        max_jobs_per_batch=args.max_jobs_per_batch,
+    )
+    return projects.describe(project)
+
+
+def admin_project_show(session: Any, args: argparse.Namespace) -> dict[str, Any]:
+    from scheduler import projects
+
+    return projects.describe(projects.get_project(session, args.project_id))
+
+
+def admin_project_rotate(session: Any, args: argparse.Namespace) -> dict[str, Any]:
+    from scheduler import projects
+
+    return projects.describe(projects.rotate_webhook_secret(session, args.project_id))
+
+
+def admin_usage(session: Any, args: argparse.Namespace) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    from scheduler import projects
+
+    rows = projects.usage_report(session, _settings().fair_share_half_life_s)
+    return {"usage": [{**asdict(r), "device_type": r.device_type.value} for r in rows]}
+
+
 def admin_member_add(session: Any, args: argparse.Namespace) -> dict[str, Any]:
     from scheduler import accounts
 
@@ -206,6 +241,35 @@ def parser() -> argparse.ArgumentParser:
     create_project = project.add_parser("create")
     create_project.add_argument("name")
     create_project.set_defaults(func=_admin(admin_project_create))
+    set_project = project.add_parser("set", help="its fair-share weight, caps and quotas")
+    set_project.add_argument("project_id")
+    set_project.add_argument("--weight", type=float, default=None, help="share (default 1)")
+    set_project.add_argument(
+        "--max-running-per-device",
+        type=int,
+        default=None,
+        help="most jobs running at once per device (0: no cap)",
+    )
+    set_project.add_argument(
+        "--max-waiting-jobs", type=int, default=None, help="most jobs waiting in all (0: no quota)"
+    )
+    set_project.add_argument(
+        "--max-jobs-per-batch",
+        type=int,
+        default=None,
+        help="most jobs in one batch (0: the deployment's limit)",
+    )
+    set_project.set_defaults(func=_admin(admin_project_set))
+    show_project = project.add_parser("show", help="its settings and webhook secret (JSON)")
+    show_project.add_argument("project_id")
+    show_project.set_defaults(func=_admin(admin_project_show))
+    rotate = project.add_parser(
+        "rotate-webhook-secret", help="a new secret; the old one still signs for a day"
+    )
+    rotate.add_argument("project_id")
+    rotate.set_defaults(func=_admin(admin_project_rotate))
+    usage = verbs.add_parser("usage", help="per project and device: jobs, run seconds, share")
+    usage.set_defaults(func=_admin(admin_usage))
 
     member = verbs.add_parser("member", help="memberships").add_subparsers(
         dest="verb", required=True

@@ -9,7 +9,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.catalog import CATALOG, DeviceKind, Limits, default_devices, entry
-from core.enums import DeviceType
+from core.enums import DeviceType, QueuePriority
 
 
 class Settings(BaseSettings):
@@ -139,6 +139,39 @@ class Settings(BaseSettings):
         "is not consuming: it exits so that its supervisor restarts it, and the scheduler "
         "reports the device STALLED.",
     )
+
+    # Scheduling a shared fleet
+    policy: str = Field(
+        default="fair",
+        pattern="^(fair|strict)$",
+        description="fair: levels first, then fair share across projects by weight; strict: "
+        "levels first, then first in first out.",
+    )
+    fair_share_half_life_s: float = Field(
+        default=24 * 3600.0,
+        gt=0,
+        description="Half-life of the run time a project's share is measured by (SLURM's "
+        "PriorityDecayHalfLife).",
+    )
+    aging_s: dict[QueuePriority, float] = Field(
+        default_factory=lambda: {QueuePriority.LOW: 3600.0, QueuePriority.MEDIUM: 3600.0},
+        description="A job waiting longer than its level's aging is served one level higher, "
+        'and so on (a JSON object, e.g. {"LOW": 3600, "MEDIUM": 3600}): a LOW job cannot '
+        "starve.",
+    )
+
+    # Webhooks
+    webhook_allow_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names or addresses a webhook may reach although they are not "
+        "public (a JSON list; for local development and tests).",
+    )
+    webhook_retry_s: list[float] = Field(
+        default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 23000.0],
+        description="Pauses between a webhook's attempts (about 24 h in all), each with +-20% "
+        "jitter; after the last, the delivery FAILED.",
+    )
+    webhook_timeout_s: float = Field(default=15.0, gt=0)
 
     # Workers
     worker_concurrency: int = Field(default=1, ge=1)

@@ -30,6 +30,11 @@ class BatchStatus(StrEnum):
     TIMED_OUT = "TIMED_OUT"
 
 
+ENDED_BATCH_STATUSES = frozenset(
+    {BatchStatus.DONE, BatchStatus.ERROR, BatchStatus.CANCELED, BatchStatus.TIMED_OUT}
+)
+
+
 class DeviceType(StrEnum):
     EMU_MPS = "EMU_MPS"
     EMU_SV = "EMU_SV"
@@ -71,3 +76,13 @@ class EventKind(StrEnum):
     PROGRESS = "PROGRESS"
     DONE = "DONE"
     ERROR = "ERROR"
+
+
+class DeliveryStatus(StrEnum):
+    """Where a webhook delivery stands."""
+
+    PENDING = "PENDING"  # to be attempted (again) at next_attempt_at
+    DELIVERED = "DELIVERED"  # a 2xx
+    GONE = "GONE"  # the receiver answered 410: no more attempts
+    FAILED = "FAILED"  # every attempt failed
+    REFUSED = "REFUSED"  # its address is not public (SSRF): never attempted

@@ -36,6 +36,15 @@ class NotFoundError(AtomfleetError):
         super().__init__(f"{kind} {ident} not found")
 
 
+class QuotaExceededError(AtomfleetError):
+    """A project's submit quota would be exceeded; nothing was written (HTTP 429)."""
+
+    def __init__(self, field: str, reason: str, retry_after_s: int | None = None) -> None:
+        self.field = field
+        self.retry_after_s = retry_after_s
+        super().__init__(f"{field}: {reason}")
+
+
 class ConflictError(AtomfleetError):
     """The action is not allowed in the resource's current state."""
 

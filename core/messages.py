@@ -29,6 +29,10 @@ class JobSpec(BaseModel):
     remote_id: str | None = Field(
         default=None, description="The device's own id of this job, when an attempt got one."
     )
+    submitted_at: float | None = Field(
+        default=None, description="When the job was submitted (Unix time): aging reads it."
+    )
+    priority_rank: int | None = Field(default=None, description="The job's own level.")
 
 
 class JobResult(BaseModel):

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from core.errors import AuthenticationError, InvalidRequestError, NotFoundError
 from scheduler.models import ApiToken, Membership, Project, User, utcnow
+from scheduler.webhooks.signing import new_secret
 
 TOKEN_PREFIX = "af_"
 
@@ -46,7 +47,7 @@ def create_user(session: Session, name: str, password: str | None = None) -> Use
 
 
 def create_project(session: Session, name: str) -> Project:
-    project = Project(name=name)
+    project = Project(name=name, weight=1.0, webhook_secret=new_secret())
     session.add(project)
     session.flush()
     return project

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import Settings
 from scheduler.ledger import Reactor, StoreSession
+from scheduler.webhooks import outbox  # noqa: F401  (its outbox writer listens to commits)
 
 
 def make_engine(url: str) -> Engine:
@@ -31,11 +32,15 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cur.close()
 
 
-def make_sessionmaker(engine: Engine, reactors: Sequence[Reactor] = ()) -> sessionmaker[Session]:
-    """Sessions whose ledger writes its job counts at each commit, then calls `reactors`."""
-    return sessionmaker(
-        engine, class_=StoreSession, expire_on_commit=False, info={"reactors": list(reactors)}
-    )
+def make_sessionmaker(
+    engine: Engine, reactors: Sequence[Reactor] = (), half_life_s: float | None = None
+) -> sessionmaker[Session]:
+    """Sessions whose ledger writes its job counts (and the projects' decayed usage, with
+    this half-life) at each commit, then calls `reactors`."""
+    info: dict[str, object] = {"reactors": list(reactors)}
+    if half_life_s is not None:
+        info["half_life_s"] = half_life_s
+    return sessionmaker(engine, class_=StoreSession, expire_on_commit=False, info=info)
 
 
 def engine_from_settings(settings: Settings) -> Engine:

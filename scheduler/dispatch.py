@@ -15,12 +15,15 @@ backing off up to a second.
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import math
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import redis
@@ -35,14 +38,16 @@ from core.enums import ACTIVE_JOB_STATUSES, DeviceType, QueuePriority
 from core.messages import JobSpec
 from core.names import RUN_JOB_TASK, RedisKeys, device_queues, queue_name
 from scheduler.models import Batch, Job, utcnow
+from scheduler.policies import make_policy
+from scheduler.policies.backlog import aged_rank
 from scheduler.policies.base import Policy
-from scheduler.policies.strict import StrictPriority
 from scheduler.workers import live_slots
 
 log = logging.getLogger(__name__)
 
 _BY_RANK = {p.rank: p for p in QueuePriority}
 _MAX_POLL_S = 1.0
+PROMOTE_EVERY_S = 1.0
 _LOW_WATER_TTL_S = 60  # a dispatcher gone for this long: workers wake the next one always
 
 
@@ -90,10 +95,16 @@ class Dispatcher:
         self.producer = producer
         self.keys = RedisKeys(settings.namespace)
         self.devices = list(devices)
-        self.policy = policy or StrictPriority()
+        self.policy = policy or make_policy(settings)
         self.state = {d: _DeviceState() for d in self.devices}
         self._batches: OrderedDict[str, _BatchPayload] = OrderedDict()
         self._poll_s = 0.005
+        self._promoted_at = 0.0
+        # Atomic: a message taken by a worker meanwhile is not duplicated.
+        self._move = client.register_script(
+            "if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then "
+            "redis.call('RPUSH', KEYS[2], ARGV[1]) return 1 end return 0"
+        )
 
     # -- waking ---------------------------------------------------------------------
 
@@ -129,6 +140,10 @@ class Dispatcher:
 
     def dispatch_once(self) -> bool:
         """Fill every device's window; True while some device has backlog it could not send."""
+        if time.monotonic() - self._promoted_at >= PROMOTE_EVERY_S:
+            self._promoted_at = time.monotonic()
+            for device in self.devices:
+                self.promote_aged(device)
         lengths = self._queue_lengths()
         starved = False
         for device in self.devices:
@@ -236,7 +251,11 @@ class Dispatcher:
             payloads = self._payloads(session, {r.batch_id for r in rows})
         # Committed first: if publishing fails now, the job goes back to the backlog (or
         # reconciliation sends it again).
-        specs = [(_spec(row, device, payloads[row.batch_id]), row.priority_rank) for row in rows]
+        # A job goes to the queue of the level it is served at (aging included).
+        specs = [
+            (_spec(row, device, payloads[row.batch_id]), self._served_rank(row, now))
+            for row in rows
+        ]
         try:
             self._publish(specs)
         except Exception:
@@ -295,6 +314,29 @@ class Dispatcher:
                     time_limit=limits[spec.device_type] + 60,
                 )
 
+    def _served_rank(self, row: Row[Any], now: datetime) -> int:
+        waited = (now - row.created_at).total_seconds()
+        return aged_rank(row.priority_rank, waited, self.settings.aging_s)
+
+    def promote_aged(self, device: DeviceType) -> int:
+        """Move messages that aged while waiting in Redis to the next level's queue, at its
+        front: workers take higher queues first, so a LOW message could otherwise starve
+        behind a stream of HIGH ones. Returns how many moved."""
+        moved = 0
+        now = time.time()
+        for rank in (2, 1):
+            source = self.keys.celery_queue(queue_name(device, _BY_RANK[rank]))
+            for raw in self.client.lrange(source, 0, -1):
+                spec = _spec_of(raw)
+                if spec is None or spec.submitted_at is None:
+                    continue
+                own = spec.priority_rank if spec.priority_rank is not None else rank
+                served = aged_rank(own, now - spec.submitted_at, self.settings.aging_s)
+                if served < rank:
+                    target = self.keys.celery_queue(queue_name(device, _BY_RANK[served]))
+                    moved += int(self._move(keys=[source, target], args=[raw]))
+        return moved
+
     def _time_limit_s(self, device: DeviceType) -> int:
         return min(self.settings.limits(device).time_limit_s, self.settings.job_time_limit_s)
 
@@ -345,4 +387,15 @@ def _spec(row: Row[Any], device: DeviceType, payload: _BatchPayload) -> JobSpec:
         backend_configuration=payload.backend_configuration,
         configuration=payload.configuration,
         remote_id=row.remote_id,
+        submitted_at=row.created_at.timestamp(),
+        priority_rank=row.priority_rank,
     )
+
+
+def _spec_of(raw: bytes | str) -> JobSpec | None:
+    """The job spec a Celery message carries, if it is one of ours."""
+    try:
+        body = json.loads(base64.b64decode(json.loads(raw)["body"]))
+        return JobSpec.model_validate(body[0][0])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None

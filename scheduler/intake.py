@@ -26,11 +26,11 @@ from core.catalog import DeviceKind, Limits, SpecsSource, entry
 from core.config import Settings
 from core.enums import BatchStatus, DeviceType, JobStatus
 from core.errors import InvalidRequestError, ServiceUnavailableError
-from scheduler import sequences
+from scheduler import quotas, sequences
 from scheduler.accounts import is_member
 from scheduler.ledger import ledger
 from scheduler.models import Batch, BatchTag, Job, new_id, utcnow
-from scheduler.sequence_bounds import SequenceShape, Unbounded
+from scheduler.sequence_bounds import Footprint, SequenceShape, Unbounded
 from scheduler.specs import DeviceSpecs
 from scheduler.submissions import CreateBatchRequest, JobIn
 
@@ -106,6 +106,8 @@ class Intake:
                 "jobs", "at least one job is required unless the batch is open"
             )
         self._check_batch_size("jobs", len(request.jobs))
+        quotas.check(session, project_id, "jobs", batch_jobs=len(request.jobs),
+                     new_jobs=len(request.jobs))  # fmt: skip
         ctx = self._batch_context(request, caller)
         builder = request.sequence_builder
         if ctx.target is not None and ctx.builder is not None:
@@ -211,6 +213,8 @@ class Intake:
     ) -> list[dict[str, Any]]:
         """Validate and append jobs to an open batch; the caller commits."""
         self._check_batch_size("body", batch.jobs_count + len(jobs))
+        quotas.check(session, batch.project_id, "body",
+                     batch_jobs=batch.jobs_count + len(jobs), new_jobs=len(jobs))  # fmt: skip
         target, limits = self._target(batch.device_type)
         builder = shape = None
         if batch.sequence_builder:
@@ -247,20 +251,20 @@ class Intake:
         self._load_own_sequences(jobs, ctx)
         rows: list[dict[str, Any]] = []
         default_runs = sequences.configured_shots(ctx.config, entry(ctx.device_type).default_shots)
-        bounded: set[tuple[Any, ...]] = set()
+        bounded: dict[tuple[Any, ...], int] = {}  # shape key -> duration (ns)
         for index, job in enumerate(jobs):
             job_field = f"jobs[{index}]"
             try:
-                seq = self._check_job(job, job_field, ctx, bounded)
+                seq, atoms, duration_ns = self._check_job(job, job_field, ctx, bounded)
                 runs = self._runs(job, job_field, seq, ctx, default_runs)
             except InvalidRequestError as exc:
                 problems.extend(exc.problems)
                 if len(problems) >= MAX_PROBLEMS:
                     break
                 continue
-            rows.append(
-                job_row(batch, first_order + index, runs, job.variables, job.sequence, at=at)
-            )
+            row = job_row(batch, first_order + index, runs, job.variables, job.sequence, at=at)
+            row.update(atoms=atoms, duration_ns=duration_ns)  # for the run-time model
+            rows.append(row)
         if not problems and ctx.builder is not None and ctx.builder.is_parametrized():
             problems = self._build_problems(jobs, ctx)
         if problems:
@@ -311,17 +315,22 @@ class Intake:
         return []
 
     def _check_job(
-        self, job: JobIn, job_field: str, ctx: _BatchContext, bounded: set[tuple[Any, ...]]
-    ) -> Sequence[Any]:
-        """The sequence this job runs (the unbuilt builder when parametrized), checked."""
+        self,
+        job: JobIn,
+        job_field: str,
+        ctx: _BatchContext,
+        bounded: dict[tuple[Any, ...], int],
+    ) -> tuple[Sequence[Any], int, int]:
+        """The sequence this job runs (the unbuilt builder when parametrized), checked; and
+        its atoms and duration (the longest channel's, read from the JSON)."""
         if job.sequence is not None:
             if job.variables is not None:
                 raise InvalidRequestError.single(
                     job_field, "give either variables or sequence, not both"
                 )
-            _, seq = ctx.own[job.sequence]
+            shape, seq = ctx.own[job.sequence]
             _check_built(seq, ctx, f"{job_field}.sequence")
-            return seq
+            return seq, shape.atoms, int(shape.footprint({}).longest_channel_ns)
         if ctx.builder is None or ctx.builder_shape is None:
             raise InvalidRequestError.single(
                 f"{job_field}.sequence", "required when the batch has no sequence_builder"
@@ -334,11 +343,11 @@ class Intake:
             raise InvalidRequestError(problems)
         key = ctx.builder_shape.key(values)
         if key not in bounded:
-            _check_shape(
+            footprint = _check_shape(
                 ctx.builder_shape, ctx.limits, ctx.device_type, values, f"{job_field}.variables"
             )
-            bounded.add(key)
-        return ctx.builder
+            bounded[key] = int(footprint.longest_channel_ns)
+        return ctx.builder, ctx.builder_shape.atoms, bounded[key]
 
     @staticmethod
     def _runs(
@@ -368,7 +377,7 @@ def _check_shape(
     values: Any,
     field_name: str | None = None,
     fixed_only: bool = False,
-) -> None:
+) -> Footprint:
     """Refuse a sequence that is certainly over the device's limits, before building it."""
     if shape.atoms > limits.max_atoms:
         raise InvalidRequestError.single(
@@ -388,6 +397,7 @@ def _check_shape(
             f"the sequence lasts at least {footprint.longest_channel_ns:.0f} ns, over "
             f"{device_type.value}'s limit of {limits.max_duration_ns} ns",
         )
+    return footprint
 
 
 def _check_built(seq: Sequence[Any], ctx: _BatchContext, field_name: str) -> None:
@@ -461,6 +471,8 @@ def job_row(
         "priority_rank": batch.queue_priority.rank,
         "dispatched_at": None,
         "attempt": 0,
+        "atoms": None,
+        "duration_ns": None,
     }
 
 

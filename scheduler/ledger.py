@@ -12,19 +12,19 @@ caller reacts to once committed (cancel flags, waking the dispatcher, metrics).
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, event, select
+from sqlalchemy import Table, event, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from core.enums import DeviceType, JobStatus
-from scheduler.models import Batch, Job, JobCount
+from core.enums import ENDED_BATCH_STATUSES, BatchStatus, DeviceType, JobStatus
+from scheduler.models import Batch, Job, JobCount, ProjectUsage, utcnow
 from scheduler.state import move_job
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,19 @@ class Ledger:
     created_jobs: Counter[DeviceType] = field(default_factory=Counter)
     # Devices whose backlog grew or whose capacity was freed: the dispatcher is woken.
     wake: set[DeviceType] = field(default_factory=set)
+    # Run seconds of the jobs that ended, per (project, device): the fair share's usage.
+    usage: dict[tuple[str, DeviceType], float] = field(default_factory=lambda: defaultdict(float))
+    usage_jobs: Counter[tuple[str, DeviceType]] = field(default_factory=Counter)
+    # The batches locked in this transaction, with their status when locked.
+    batches: dict[str, tuple[Batch, BatchStatus]] = field(default_factory=dict)
+
+    def ended_batches(self) -> list[Batch]:
+        """Batches this transaction ended (DONE, ERROR, CANCELED or TIMED_OUT)."""
+        return [
+            batch
+            for batch, before in self.batches.values()
+            if batch.status in ENDED_BATCH_STATUSES and before not in ENDED_BATCH_STATUSES
+        ]
 
     def move(self, batch: Batch, job: Job, status: JobStatus, at: datetime) -> bool:
         """Move a locked job (and its locked batch's counters); False if not allowed."""
@@ -60,6 +73,10 @@ class Ledger:
         key = (job.project_id, job.user_id, job.device_type, job.priority_rank)
         self.deltas[(*key, old)] -= 1
         self.deltas[(*key, status)] += 1
+        if status.is_terminal and job.start_timestamp is not None:
+            run_s = max(0.0, (at - job.start_timestamp).total_seconds())
+            self.usage[(job.project_id, job.device_type)] += run_s
+            self.usage_jobs[(job.project_id, job.device_type)] += 1
         self.moves.append(
             Move(job.id, job.batch_id, job.device_type, job.priority_rank, old, status, at)
         )
@@ -114,7 +131,42 @@ class Ledger:
         # counter rows in opposite orders.
         session.connection().execute(stmt)
 
+    def write_usage(self, session: Session, half_life_s: float) -> None:
+        """Add the ended jobs' run time to their projects' decayed usage (after the counts:
+        the lock order), in key order."""
+        keys = sorted(self.usage, key=lambda k: (k[0], k[1].value))
+        if not keys:
+            return
+        now = utcnow()
+        rows = {
+            (u.project_id, u.device_type): u
+            for u in session.scalars(
+                select(ProjectUsage)
+                .where(tuple_(ProjectUsage.project_id, ProjectUsage.device_type).in_(keys))
+                .order_by(ProjectUsage.project_id, ProjectUsage.device_type)
+                .with_for_update()
+            )
+        }
+        for key in keys:
+            usage = rows.get(key)
+            if usage is None:
+                usage = ProjectUsage(
+                    project_id=key[0], device_type=key[1], decayed_run_s=0.0, decayed_at=now,
+                    jobs=0, run_s=0.0,
+                )  # fmt: skip
+                session.add(usage)
+            elapsed = max(0.0, (now - usage.decayed_at).total_seconds())
+            usage.decayed_run_s = usage.decayed_run_s * 0.5 ** (elapsed / half_life_s)
+            usage.decayed_run_s += self.usage[key]
+            usage.decayed_at = now
+            usage.jobs += self.usage_jobs[key]
+            usage.run_s += self.usage[key]
+        self.usage.clear()
+        self.usage_jobs.clear()
+        session.flush()
 
+
+DEFAULT_HALF_LIFE_S = 24 * 3600.0
 _KEY_COLUMNS = ("project_id", "user_id", "device_type", "priority_rank", "status")
 
 
@@ -144,12 +196,13 @@ def _write_counts(session: Session) -> None:
     found: Ledger | None = session.info.get("ledger")
     if found is not None:
         found.write_counts(session)
+        found.write_usage(session, session.info.get("half_life_s", DEFAULT_HALF_LIFE_S))
 
 
 @event.listens_for(StoreSession, "after_commit")
 def _react(session: Session) -> None:
     committed: Ledger | None = session.info.pop("ledger", None)
-    if committed is None or not (committed.moves or committed.wake):
+    if committed is None or not (committed.moves or committed.wake or committed.batches):
         return
     for reactor in session.info.get("reactors", ()):
         try:
@@ -175,7 +228,11 @@ def lock_batches(session: Session, ids: Iterable[str]) -> dict[str, Batch]:
         .with_for_update()
         .execution_options(populate_existing=True)
     )
-    return {b.id: b for b in rows}
+    found = {b.id: b for b in rows}
+    book = ledger(session)
+    for batch in found.values():
+        book.batches.setdefault(batch.id, (batch, batch.status))
+    return found
 
 
 def lock_jobs(session: Session, ids: Iterable[str]) -> dict[str, Job]:

@@ -11,6 +11,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Enum,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -22,7 +23,14 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from core.enums import BatchStatus, DeviceType, JobOrigin, JobStatus, QueuePriority
+from core.enums import (
+    BatchStatus,
+    DeliveryStatus,
+    DeviceType,
+    JobOrigin,
+    JobStatus,
+    QueuePriority,
+)
 
 
 def utcnow() -> datetime:
@@ -75,6 +83,63 @@ class Project(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Scheduling: its share of a device against other projects', and its caps and quotas
+    # (None: no cap).
+    weight: Mapped[float] = mapped_column(Float, default=1.0, server_default="1")
+    max_running_per_device: Mapped[int | None] = mapped_column(Integer)
+    max_waiting_jobs: Mapped[int | None] = mapped_column(Integer)
+    max_jobs_per_batch: Mapped[int | None] = mapped_column(Integer)
+    # Signs its batches' webhooks (Standard Webhooks); the previous one signs too for a
+    # while after a rotation.
+    webhook_secret: Mapped[str | None] = mapped_column(String(100))
+    previous_webhook_secret: Mapped[str | None] = mapped_column(String(100))
+    webhook_secret_rotated_at: Mapped[datetime | None]
+
+
+class ProjectUsage(Base):
+    """What a project ran on a device: run seconds decayed with a half-life (fair share),
+    and totals."""
+
+    __tablename__ = "project_usage"
+
+    project_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    device_type: Mapped[DeviceType] = mapped_column(
+        _enum(DeviceType, "device_type"), primary_key=True
+    )
+    decayed_run_s: Mapped[float] = mapped_column(Float, default=0.0)
+    decayed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    jobs: Mapped[int] = mapped_column(Integer, default=0)
+    run_s: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class WebhookDelivery(Base):
+    """The outbox of batch webhooks: written with the batch's last transition, delivered
+    by the scheduler; its id is the `webhook-id`, the same on every attempt."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    batch_id: Mapped[str] = mapped_column(String(36))
+    project_id: Mapped[str] = mapped_column(String(36))
+    url: Mapped[str] = mapped_column(Text)
+    payload: Mapped[str] = mapped_column(Text)
+    status: Mapped[DeliveryStatus] = mapped_column(_enum(DeliveryStatus, "delivery_status"))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None]
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index("ix_webhook_deliveries_batch", "batch_id", "created_at"),
+        Index(
+            "ix_webhook_deliveries_due",
+            "next_attempt_at",
+            postgresql_where=text("status = 'PENDING'"),
+            sqlite_where=text("status = 'PENDING'"),
+        ),
+    )
 
 
 class Membership(Base):
@@ -183,6 +248,7 @@ class BatchTag(Base):
 
 
 _BACKLOG = text("status = 'PENDING' AND dispatched_at IS NULL")
+_DONE = text("status = 'DONE'")
 _IN_FLIGHT = text("status IN ('PENDING', 'RUNNING') AND dispatched_at IS NOT NULL")
 
 
@@ -212,18 +278,22 @@ class Job(Base):
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     # The device's own id of the job (a QPU job uid): a new attempt resumes it.
     remote_id: Mapped[str | None] = mapped_column(String(64))
+    # What it asks of the device, for the run-time model (queue estimates).
+    atoms: Mapped[int | None] = mapped_column(Integer)
+    duration_ns: Mapped[int | None] = mapped_column(Integer)
     origin: Mapped[JobOrigin] = mapped_column(
         _enum(JobOrigin, "job_origin"), default=JobOrigin.CLIENT, server_default="CLIENT"
     )
 
     __table_args__ = (
         Index("ix_jobs_batch_order", "batch_id", "creation_order", unique=True),
-        # The backlog, in dispatch order: a dispatch decision is a walk of this index,
-        # whatever the backlog's size.
+        # The backlog per (device, level, project), first in first out: a dispatch decision
+        # walks it (per project's head), whatever the backlog's size.
         Index(
             "ix_jobs_backlog",
             "device_type",
             "priority_rank",
+            "project_id",
             "created_at",
             "batch_id",
             "creation_order",
@@ -237,6 +307,14 @@ class Job(Base):
             "dispatched_at",
             postgresql_where=_IN_FLIGHT,
             sqlite_where=_IN_FLIGHT,
+        ),
+        # The run-time model learns from each device's last finished jobs.
+        Index(
+            "ix_jobs_done_by_end",
+            "device_type",
+            "end_timestamp",
+            postgresql_where=_DONE,
+            sqlite_where=_DONE,
         ),
         # Lists: newest first within a project (and status); (batch_id, creation_order)
         # makes the order unique, so a page never sorts a whole batch.

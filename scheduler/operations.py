@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.enums import BatchStatus, JobStatus
+from core.enums import ENDED_BATCH_STATUSES, BatchStatus, JobStatus
 from core.errors import ConflictError, InvalidRequestError
 from scheduler import queries
 from scheduler.intake import Caller, Intake, job_row, new_batch, persist, set_tags
@@ -23,10 +23,6 @@ from scheduler.listing import JobFilters, job_conditions
 from scheduler.models import Batch, Job, utcnow
 from scheduler.state import refresh_batch
 from scheduler.submissions import JobIn
-
-_ENDED = frozenset(
-    {BatchStatus.DONE, BatchStatus.ERROR, BatchStatus.CANCELED, BatchStatus.TIMED_OUT}
-)
 
 
 def add_jobs(
@@ -46,7 +42,7 @@ def add_jobs(
     batch = _lock_batch(session, caller.user_id, batch_id)
     if not batch.open:
         raise ConflictError(f"batch {batch_id} is closed: it accepts no new jobs")
-    if batch.status in _ENDED:
+    if batch.status in ENDED_BATCH_STATUSES:
         raise ConflictError(f"batch {batch_id} is {batch.status.value}: it accepts no new jobs")
     if not jobs:
         raise InvalidRequestError.single("body", "give at least one job")
@@ -103,7 +99,7 @@ def _lock_batch(session: Session, user_id: str, batch_id: str) -> Batch:
 def cancel_batch(session: Session, user_id: str, batch_id: str) -> Batch:
     """Cancel every PENDING and RUNNING job and the batch (409 once the batch has ended)."""
     batch = _lock_batch(session, user_id, batch_id)
-    if batch.status in _ENDED:
+    if batch.status in ENDED_BATCH_STATUSES:
         raise ConflictError(f"batch {batch_id} is {batch.status.value}: it cannot be canceled")
     now = utcnow()
     active = queries.active_job_ids(session, batch.id)
@@ -150,7 +146,7 @@ def rebatch(session: Session, user_id: str, batch_id: str, filters: JobFilters) 
     """A new closed batch re-running the jobs of `batch_id` that match `filters`."""
     old = queries.get_batch(session, user_id, batch_id)
     jobs = session.execute(
-        select(Job.id, Job.runs, Job.variables, Job.sequence)
+        select(Job.id, Job.runs, Job.variables, Job.sequence, Job.atoms, Job.duration_ns)
         .where(Job.batch_id == old.id, *job_conditions(filters))
         .order_by(Job.creation_order)
     ).all()
@@ -168,10 +164,11 @@ def rebatch(session: Session, user_id: str, batch_id: str, filters: JobFilters) 
         configuration=old.configuration,
         webhook=old.webhook,
     )
-    rows = [
-        job_row(new, order, job.runs, job.variables, job.sequence, parent_id=job.id)
-        for order, job in enumerate(jobs)
-    ]
+    rows = []
+    for order, job in enumerate(jobs):
+        row = job_row(new, order, job.runs, job.variables, job.sequence, parent_id=job.id)
+        row.update(atoms=job.atoms, duration_ns=job.duration_ns)
+        rows.append(row)
     persist(session, new, rows, list(old.tags or []))
     return new
 

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from core.enums import ACTIVE_JOB_STATUSES
 from core.errors import NotFoundError
 from scheduler.accounts import is_member
-from scheduler.models import Batch, Job, Result
+from scheduler.models import Batch, Job, Result, WebhookDelivery
 from scheduler.sequences import build_serialized
 
 
@@ -55,6 +55,16 @@ def active_job_ids(session: Session, batch_id: str) -> list[str]:
 def jobs_of_batch(session: Session, batch_id: str) -> list[Job]:
     return list(
         session.scalars(select(Job).where(Job.batch_id == batch_id).order_by(Job.creation_order))
+    )
+
+
+def deliveries_of(session: Session, batch_id: str) -> list[WebhookDelivery]:
+    return list(
+        session.scalars(
+            select(WebhookDelivery)
+            .where(WebhookDelivery.batch_id == batch_id)
+            .order_by(WebhookDelivery.created_at)
+        )
     )
 
 

@@ -6,7 +6,8 @@
 - reconcile: requeues jobs lost to a dead worker or a Redis restart;
 - watch: flags a device whose workers claim free slots but consume nothing;
 - qpus: keeps each QPU's operational status and specs in Redis;
-- timeouts: ends open batches that received no job for too long (TIMED_OUT).
+- timeouts: ends open batches that received no job for too long (TIMED_OUT);
+- webhooks: delivers the outbox of ended batches' webhooks.
 
 SIGTERM or SIGINT stops every loop at its next turn.
 """
@@ -32,6 +33,7 @@ from scheduler.reactions import redis_reactor
 from scheduler.reconcile import Reconciler
 from scheduler.timeouts import OpenBatchTimeouts
 from scheduler.watch import FleetWatch
+from scheduler.webhooks.delivery import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,9 @@ def build_loops(settings: Settings, devices: list[DeviceType]) -> list[Loop]:
         )
 
     sessions = make_sessionmaker(
-        engine_from_settings(settings), reactors=[redis_reactor(client(), settings)]
+        engine_from_settings(settings),
+        reactors=[redis_reactor(client(), settings)],
+        half_life_s=settings.fair_share_half_life_s,
     )
     dispatcher = Dispatcher(
         settings,
@@ -70,6 +74,7 @@ def build_loops(settings: Settings, devices: list[DeviceType]) -> list[Loop]:
     watch = FleetWatch(settings, client(), devices)
     qpus = QpuWatch(settings, client())
     timeouts = OpenBatchTimeouts(settings, sessions)
+    webhooks = WebhookSender(settings, sessions)
     return [
         Loop("dispatch", dispatcher.run_once),
         Loop("events", consumer.consume_once),
@@ -77,6 +82,7 @@ def build_loops(settings: Settings, devices: list[DeviceType]) -> list[Loop]:
         Loop("watch", watch.watch_once, pause_s=watch.interval_s),
         Loop("qpus", qpus.watch_once, pause_s=settings.qpu_poll_s),
         Loop("timeouts", timeouts.time_out_once, pause_s=timeouts.interval_s),
+        Loop("webhooks", webhooks.deliver_once, pause_s=webhooks.interval_s),
     ]
 
 

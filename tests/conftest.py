@@ -30,7 +30,10 @@ from scheduler.db import make_engine, make_sessionmaker
 from scheduler.migrate import upgrade
 
 SERVICES_DIR = Path(tempfile.gettempdir()) / "atomfleet-test-services"
-TABLES = "results, jobs, job_counts, batch_tags, batches, api_tokens, memberships, projects, users"
+TABLES = (
+    "results, jobs, job_counts, project_usage, webhook_deliveries, batch_tags, batches, "
+    "api_tokens, memberships, projects, users"
+)
 
 
 @pytest.fixture(scope="session")

@@ -19,14 +19,21 @@ from api.deps import Services, ServicesDep, UserDep
 from api.envelope import paged, success
 from api.openapi import json_body
 from api.params import BatchFiltersDep, BatchId, BatchJobFiltersDep, BatchPageDep
-from api.schemas import BatchCancellation, BatchOut, BatchStatusOut, JobCancellation, doc
-from api.serializers import batch_dict, job_dict
+from api.schemas import (
+    BatchCancellation,
+    BatchOut,
+    BatchStatusOut,
+    JobCancellation,
+    WebhookDeliveryOut,
+    doc,
+)
 from core.errors import AtomfleetError
 from scheduler import listing, operations, queries
 from scheduler.intake import Caller
 from scheduler.listing import Direction
 from scheduler.state import jobs_count_per_status
 from scheduler.submissions import CreateBatchRequest, JobIn, TagList
+from scheduler.wire import batch_dict, delivery_dict, job_dict
 
 router = APIRouter(tags=["batches"])
 _JOBS = TypeAdapter(list[JobIn])
@@ -39,7 +46,7 @@ def _caller(request: Request, user_id: str) -> Caller:
 @router.post(
     "/api/v1/batches",
     summary="Create Batch",
-    responses=doc(BatchOut, errors=(401,)),
+    responses=doc(BatchOut, errors=(401, 429)),
     openapi_extra=json_body(CreateBatchRequest, "The batch and its jobs (may be gzipped)."),
 )
 async def create_batch(user_id: UserDep, request: Request, svc: ServicesDep) -> Response:
@@ -115,7 +122,7 @@ def _with_jobs(session: Any, batch: Any) -> dict[str, Any]:
 @router.post(
     "/api/v2/batches/{batch_id}/jobs",
     summary="Add Jobs To Batch",
-    responses=doc(BatchOut, errors=(401, 404, 409)),
+    responses=doc(BatchOut, errors=(401, 404, 409, 429)),
     openapi_extra=json_body(list[JobIn], "The jobs to add (a JSON array; may be gzipped)."),
 )
 async def add_jobs(
@@ -211,6 +218,19 @@ def rebatch(
         batch = operations.rebatch(session, user_id, batch_id, filters)
         data = _with_jobs(session, batch)
     return success(data)
+
+
+@router.get(
+    "/api/v1/batches/{batch_id}/webhooks",
+    summary="Batch Webhook Deliveries",
+    responses=doc(list[WebhookDeliveryOut], errors=(401, 404)),
+)
+def webhook_deliveries(user_id: UserDep, batch_id: BatchId, svc: ServicesDep) -> Response:
+    """The notifications of the batch's `webhook` (sent when it ends): attempts, status
+    codes, the next retry."""
+    with svc.sessions() as session:
+        batch = queries.get_batch(session, user_id, batch_id)
+        return success([delivery_dict(d) for d in queries.deliveries_of(session, batch.id)])
 
 
 @router.patch(

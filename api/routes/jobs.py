@@ -14,10 +14,10 @@ from api.deps import ServicesDep, UserDep
 from api.envelope import paged, raw, success
 from api.params import JobFiltersDep, JobId, JobPageDep
 from api.schemas import ErrorEnvelope, JobOut, JobStatusOut, ResultOut, ResultsLinkOut, doc
-from api.serializers import job_dict
 from core.errors import NotFoundError
 from scheduler import listing, operations, queries
 from scheduler.listing import Direction
+from scheduler.wire import job_dict, with_estimates
 
 router = APIRouter(tags=["jobs"])
 
@@ -38,7 +38,8 @@ def list_jobs(
             offset=page.offset,
             limit=page.limit,
         )
-        data = [job_dict(job) for job in result.items]
+        estimates = svc.estimator.estimate(session, result.items)
+        data = [with_estimates(job_dict(job), estimates.get(job.id)) for job in result.items]
     return paged(data, result.total, result.offset, result.end)
 
 
@@ -48,7 +49,7 @@ def get_job(user_id: UserDep, job_id: JobId, svc: ServicesDep) -> Response:
     with svc.sessions() as session:
         job = queries.get_job(session, user_id, job_id)
         batch = queries.get_batch(session, user_id, job.batch_id)
-        data = job_dict(job)
+        data = with_estimates(job_dict(job), svc.estimator.estimate(session, [job]).get(job.id))
         data["sequence"] = queries.job_sequence(job, batch)
     return success(data)
 

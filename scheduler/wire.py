@@ -1,11 +1,15 @@
-"""Store rows to the wire shapes of the contract: string timestamps, both `open` and `complete`."""
+"""Store rows to the wire shapes of the public API: string timestamps, both `open` and `complete`.
+
+The API answers with them, and webhooks carry them, so they live with the store.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from scheduler.models import Batch, Job
+from scheduler.estimates import Estimate
+from scheduler.models import Batch, Job, WebhookDelivery
 from scheduler.state import jobs_count_per_status
 
 
@@ -65,4 +69,29 @@ def job_dict(job: Job | dict[str, Any]) -> dict[str, Any]:
         "errors": get("errors"),
         "progress": get("progress") or 0,
         "creation_order": get("creation_order"),
+        "queue_position": None,
+        "estimated_start_time": None,
+        "estimated_end_time": None,
+    }
+
+
+def with_estimates(data: dict[str, Any], estimate: Estimate | None) -> dict[str, Any]:
+    if estimate is not None:
+        data["queue_position"] = estimate.queue_position
+        data["estimated_start_time"] = iso(estimate.estimated_start_time)
+        data["estimated_end_time"] = iso(estimate.estimated_end_time)
+    return data
+
+
+def delivery_dict(delivery: WebhookDelivery) -> dict[str, Any]:
+    return {
+        "id": delivery.id,
+        "url": delivery.url,
+        "status": delivery.status.value,
+        "attempts": delivery.attempts,
+        "last_status_code": delivery.last_status_code,
+        "last_error": delivery.last_error,
+        "next_attempt_at": iso(delivery.next_attempt_at),
+        "created_at": iso(delivery.created_at),
+        "delivered_at": iso(delivery.delivered_at),
     }

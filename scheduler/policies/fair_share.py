@@ -1,0 +1,81 @@
+"""Fair share: levels first, then, within a level, the project furthest below its weighted
+share of the device's recent run time, first in first out within the project.
+
+A project's standing is `(decayed run seconds + expected seconds of its jobs in flight and
+of those taken in this decision) / weight`; run time decays with a half-life, like
+SLURM's fair-share factor. Charging the jobs in flight makes one decision already
+alternate between projects (a window of messages is not one project's). Projects at their
+running cap wait. Ties go to the oldest head.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, select
+from sqlalchemy.orm import Session
+
+from core.enums import DeviceType, QueuePriority
+from scheduler.models import ProjectUsage
+from scheduler.policies.backlog import Backlog
+from scheduler.policies.base import ProjectState, project_states
+from scheduler.projects import decayed
+
+
+class FairShare:
+    def __init__(
+        self,
+        half_life_s: float,
+        aging_s: Mapping[QueuePriority, float] | None = None,
+        expected_run_s: Callable[[Session, DeviceType], float] = lambda _s, _d: 1.0,
+    ) -> None:
+        self.half_life_s = half_life_s
+        self.aging_s = dict(aging_s or {})
+        self.expected_run_s = expected_run_s
+
+    def pick(
+        self, session: Session, device: DeviceType, limit: int, now: datetime, lock: bool = True
+    ) -> list[Row[Any]]:
+        backlog = Backlog(session, device, now, self.aging_s, lock, chunk=min(limit, 64))
+        projects = {q.project_id for q in backlog.queues}
+        states = project_states(session, device, projects)
+        used = self._usage(session, device, projects, now)
+        each = self.expected_run_s(session, device)
+
+        def standing(state: ProjectState, project_id: str) -> float:
+            return (used.get(project_id, 0.0) + (state.in_flight + state.picked) * each) / (
+                state.weight
+            )
+
+        picked: list[Row[Any]] = []
+        while len(picked) < limit:
+            ready = []
+            for queue in backlog.queues:
+                state = states[queue.project_id]
+                rank = backlog.effective_rank(queue)
+                if rank is None or state.capped:
+                    continue
+                head = backlog.head(queue)
+                assert head is not None
+                key = (rank, standing(state, queue.project_id), *backlog.age_key(head))
+                ready.append((key, queue))
+            if not ready:
+                return picked
+            _, queue = min(ready, key=lambda r: r[0])
+            picked.append(backlog.pop(queue))
+            states[queue.project_id].picked += 1
+        return picked
+
+    def _usage(
+        self, session: Session, device: DeviceType, projects: set[str], now: datetime
+    ) -> dict[str, float]:
+        if not projects:
+            return {}
+        rows = session.scalars(
+            select(ProjectUsage).where(
+                ProjectUsage.device_type == device, ProjectUsage.project_id.in_(projects)
+            )
+        )
+        return {u.project_id: decayed(u, now, self.half_life_s) for u in rows}

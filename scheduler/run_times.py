@@ -1,0 +1,87 @@
+"""How long a job runs on a device: a model learned from the device's last DONE jobs.
+
+A least-squares fit of log(run seconds) on log(runs), log(duration) and the atom count
+(emulators grow exponentially with atoms, a QPU linearly with shots); with fewer than
+`MIN_SAMPLES` usable jobs, the median of those there are; with none, unknown. Refit at
+most every `MODEL_TTL_S` per process. The fair-share policy charges jobs it dispatches at
+this rate, queue estimates add it up.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.enums import DeviceType, JobStatus
+from scheduler.models import Job
+
+MODEL_TTL_S = 30.0
+MIN_SAMPLES = 8
+SAMPLES = 300
+DEFAULT_RUN_S = 1.0
+
+
+@dataclass
+class RunTimeModel:
+    """log(run_s) = coef . (1, log(runs), log(duration_ns), atoms), or a constant."""
+
+    coef: np.ndarray[Any, Any] | None = None
+    constant_s: float | None = None
+
+    def predict(self, runs: int | None, duration_ns: int | None, atoms: int | None) -> float | None:
+        if self.coef is not None and runs and duration_ns and atoms:
+            x = np.array([1.0, math.log(runs), math.log(duration_ns), float(atoms)])
+            return float(min(max(math.exp(float(x @ self.coef)), 1e-3), 1e6))
+        return self.constant_s
+
+    @classmethod
+    def fit(cls, samples: list[tuple[int, int | None, int | None, float]]) -> RunTimeModel:
+        """From (runs, duration_ns, atoms, run_s) of finished jobs."""
+        if not samples:
+            return cls()
+        median = statistics.median(s[3] for s in samples)
+        usable = [s for s in samples if s[0] and s[1] and s[2] and s[3] > 0]
+        if len(usable) < MIN_SAMPLES:
+            return cls(constant_s=median)
+        x = np.array([[1.0, math.log(r), math.log(d or 1), float(a or 0)] for r, d, a, _ in usable])
+        y = np.array([math.log(t) for *_, t in usable])
+        coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+        return cls(coef=coef, constant_s=median)
+
+
+@dataclass
+class RunTimes:
+    """The devices' run-time models, refit at most every MODEL_TTL_S."""
+
+    _models: dict[DeviceType, tuple[float, RunTimeModel]] = field(default_factory=dict)
+
+    def model(self, session: Session, device: DeviceType) -> RunTimeModel:
+        cached = self._models.get(device)
+        if cached is not None and time.monotonic() - cached[0] < MODEL_TTL_S:
+            return cached[1]
+        rows = session.execute(
+            select(Job.runs, Job.duration_ns, Job.atoms, Job.start_timestamp, Job.end_timestamp)
+            .where(Job.device_type == device, Job.status == JobStatus.DONE)
+            .order_by(Job.end_timestamp.desc())
+            .limit(SAMPLES)
+        ).all()
+        samples = [
+            (r.runs, r.duration_ns, r.atoms, (r.end_timestamp - r.start_timestamp).total_seconds())
+            for r in rows
+            if r.start_timestamp is not None and r.end_timestamp is not None
+        ]
+        model = RunTimeModel.fit(samples)
+        self._models[device] = (time.monotonic(), model)
+        return model
+
+    def typical(self, session: Session, device: DeviceType) -> float:
+        """A typical job's run seconds on the device (the median), DEFAULT_RUN_S if unknown."""
+        typical = self.model(session, device).constant_s
+        return typical if typical is not None and typical > 0 else DEFAULT_RUN_S
