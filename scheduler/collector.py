@@ -1,0 +1,151 @@
+"""The scheduler's gauges, computed at scrape time from the store and Redis.
+
+Nothing here is kept in memory between scrapes: every value is what the store and Redis
+say now (`scheduler.fleet_state`), so it is exact after restarts, and a scrape costs a few
+statements and two Redis round trips whatever the number of jobs. A part that cannot be
+read (the database or Redis down) is left out of that scrape and logged; the rest is
+served, and the `/healthz` of the loops says whether the scheduler works.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+
+import redis
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.catalog import DeviceKind, entry
+from core.enums import DeviceType, JobStatus
+from core.metrics import priority_label
+from core.names import RedisKeys
+from scheduler.fleet_state import (
+    RANKS,
+    DeviceFleet,
+    StoreState,
+    events_backlog,
+    read_fleet,
+    read_store,
+)
+from scheduler.loop_clock import LoopClock
+
+log = logging.getLogger(__name__)
+
+QpuStatus = Callable[[list[DeviceType]], Mapping[DeviceType, bool]]
+"""Whether each QPU device's QPU is up (given the served devices of kind QPU)."""
+
+
+def qpu_status_unknown(qpus: list[DeviceType]) -> Mapping[DeviceType, bool]:
+    """The hook for `atomfleet_qpu_up`: no device of kind QPU is in the catalog yet, so no
+    QPU reports its status and no series is exported. The QPU worker will report its QPU's
+    operational status (in Redis, next to the device state); reading it goes here."""
+    return {}
+
+
+def _gauge(name: str, doc: str, labels: Iterable[str] = ()) -> GaugeMetricFamily:
+    return GaugeMetricFamily(f"atomfleet_{name}", doc, labels=list(labels))
+
+
+class FleetCollector(Collector):
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        client: redis.Redis,
+        keys: RedisKeys,
+        devices: Iterable[DeviceType],
+        clock: LoopClock,
+        qpu_status: QpuStatus = qpu_status_unknown,
+    ) -> None:
+        self.sessions = sessions
+        self.client = client
+        self.keys = keys
+        self.devices = list(devices)
+        self.clock = clock
+        self.qpu_status = qpu_status
+
+    def describe(self) -> Iterator[Metric]:
+        """The families without samples (the registry would otherwise collect to learn them)."""
+        yield from self._store_families(None)
+        yield from self._redis_families(None, None)
+        yield from self._process_families()
+
+    def collect(self) -> Iterator[Metric]:
+        store: StoreState | None = None
+        try:
+            with self.sessions() as session:
+                store = read_store(session, self.devices)
+        except SQLAlchemyError:
+            log.exception("metrics: the store could not be read")
+        if store is not None:
+            yield from self._store_families(store)
+        fleet: dict[DeviceType, DeviceFleet] | None = None
+        backlog: int | None = None
+        try:
+            fleet = read_fleet(self.client, self.keys, self.devices)
+            backlog = events_backlog(self.client, self.keys)
+        except redis.RedisError:
+            log.exception("metrics: Redis could not be read")
+        if fleet is not None:
+            yield from self._redis_families(fleet, backlog)
+        yield from self._process_families()
+
+    def _store_families(self, store: StoreState | None) -> Iterator[Metric]:
+        waiting = _gauge("jobs_waiting", "PENDING jobs.", ["device_type", "priority"])
+        running = _gauge("jobs_running", "RUNNING jobs.", ["device_type"])
+        jobs = _gauge("jobs", "Jobs in the store by status.", ["device_type", "status"])
+        batches = _gauge("batches_open", "Batches PENDING or RUNNING.")
+        oldest = _gauge(
+            "oldest_waiting_job_age_seconds",
+            "Age of the oldest PENDING job (0 when none waits).",
+            ["device_type"],
+        )
+        if store is not None:
+            now = time.time()
+            for device in sorted(set(self.devices) | store.devices()):
+                d = device.value
+                for rank in RANKS:
+                    waiting.add_metric([d, priority_label(rank)], store.waiting(device, rank))
+                running.add_metric([d], store.by_status(device, JobStatus.RUNNING))
+                for status in JobStatus:
+                    jobs.add_metric([d, status.value], store.by_status(device, status))
+                since = store.oldest_waiting.get(device)
+                oldest.add_metric([d], max(0.0, now - since.timestamp()) if since else 0.0)
+            batches.add_metric([], store.batches_open)
+        yield from (waiting, running, jobs, batches, oldest)
+
+    def _redis_families(
+        self, fleet: dict[DeviceType, DeviceFleet] | None, backlog: int | None
+    ) -> Iterator[Metric]:
+        workers = _gauge("workers", "Live consuming workers.", ["device_type"])
+        slots = _gauge("worker_slots", "Worker slots, busy or idle.", ["device_type", "status"])
+        stalled = _gauge(
+            "device_stalled",
+            "1 while the device's workers claim free slots but take no waiting job.",
+            ["device_type"],
+        )
+        events = _gauge("events_backlog", "Worker events not yet applied to the store.")
+        for device, state in sorted((fleet or {}).items()):
+            workers.add_metric([device.value], state.workers)
+            slots.add_metric([device.value, "busy"], state.busy)
+            slots.add_metric([device.value, "idle"], state.idle)
+            stalled.add_metric([device.value], int(state.stalled))
+        if backlog is not None:
+            events.add_metric([], backlog)
+        yield from (workers, slots, stalled, events)
+
+    def _process_families(self) -> Iterator[Metric]:
+        qpu = _gauge("qpu_up", "QPU devices only: 1 while the QPU is up, 0 down.", ["device_type"])
+        qpus = [d for d in self.devices if entry(d).kind == DeviceKind.QPU]
+        if qpus:
+            for device, up in sorted(self.qpu_status(qpus).items()):
+                qpu.add_metric([device.value], int(up))
+        last = _gauge(
+            "scheduler_last_loop_timestamp_seconds",
+            "Unix time of the least recent turn among the scheduler's loops.",
+        )
+        last.add_metric([], self.clock.oldest_turn())
+        yield from (qpu, last)
