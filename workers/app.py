@@ -26,9 +26,11 @@ from core.messages import JobEvent, JobSpec
 from core.names import RUN_JOB_TASK, RedisKeys
 from device_drivers.base import DeviceDriver
 from device_drivers.registry import load_driver
+from workers import metrics
 from workers.events import EventPublisher
 from workers.heartbeat import Heartbeat
 from workers.lease import Claim, Leases
+from workers.metrics import WorkerMetrics
 from workers.progress import ProgressReporter
 
 log = logging.getLogger(__name__)
@@ -37,10 +39,17 @@ log = logging.getLogger(__name__)
 class Runtime:
     """What the task needs in one worker process; Redis connects lazily after the fork."""
 
-    def __init__(self, settings: Settings, device_type: DeviceType, driver: DeviceDriver) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        device_type: DeviceType,
+        driver: DeviceDriver,
+        job_metrics: WorkerMetrics,
+    ) -> None:
         self.settings = settings
         self.device_type = device_type
         self.driver = driver
+        self.job_metrics = job_metrics
         self.keys = RedisKeys(settings.namespace)
         self._client: redis.Redis | None = None
         self._leases: Leases | None = None
@@ -89,7 +98,9 @@ class Runtime:
             final = _event(spec, EventKind.ERROR, started_at)
             final.errors = [f"internal error: {type(exc).__name__}: {exc}"]
             if not isinstance(exc, Exception):  # the process is going: let the lease lapse
+                self.job_metrics.ran(final.kind, time.time() - started_at)
                 raise
+        self.job_metrics.ran(final.kind, time.time() - started_at)
         if not self.leases.finish(spec.job_id, final.model_dump_json(), retry_for_s=300):
             # Without the event the job would look lost; the lease lapses and it re-runs.
             raise RuntimeError(f"could not report job {spec.job_id}")
@@ -109,7 +120,9 @@ def _event(
 
 def create_celery(settings: Settings, device_type: DeviceType) -> Celery:
     """A Celery app whose `run_job` task runs jobs of `device_type`."""
-    runtime = Runtime(settings, device_type, load_driver(device_type, settings))
+    runtime = Runtime(
+        settings, device_type, load_driver(device_type, settings), WorkerMetrics(device_type)
+    )
     app = Celery(f"atomfleet-{device_type.value}")
     app.conf.update(celery_config(settings))
 
@@ -135,6 +148,9 @@ def create_celery(settings: Settings, device_type: DeviceType) -> Celery:
     task_received.connect(lambda **_: heartbeat.on_received(), weak=False)
     worker_ready.connect(lambda **_: heartbeat.start(), weak=False)
     worker_shutdown.connect(lambda **_: heartbeat.stop(), weak=False)
+    # Served by the parent once its pool is forked (the first children do not inherit the
+    # listening socket); the children's job counts reach it through multiprocess files.
+    worker_ready.connect(lambda **_: metrics.serve(settings, heartbeat.health), weak=False)
     return app
 
 
