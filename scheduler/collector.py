@@ -78,8 +78,8 @@ class FleetCollector(Collector):
         try:
             with self.sessions() as session:
                 store = read_store(session, self.devices)
-        except SQLAlchemyError:
-            log.exception("metrics: the store could not be read")
+        except SQLAlchemyError as exc:
+            log.warning("metrics: the store could not be read: %s", exc)
         if store is not None:
             yield from self._store_families(store)
         fleet: dict[DeviceType, DeviceFleet] | None = None
@@ -87,8 +87,8 @@ class FleetCollector(Collector):
         try:
             fleet = read_fleet(self.client, self.keys, self.devices)
             backlog = events_backlog(self.client, self.keys)
-        except redis.RedisError:
-            log.exception("metrics: Redis could not be read")
+        except redis.RedisError as exc:
+            log.warning("metrics: Redis could not be read: %s", exc)
         if fleet is not None:
             yield from self._redis_families(fleet, backlog)
         yield from self._process_families()
