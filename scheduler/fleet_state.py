@@ -12,9 +12,10 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import redis
-from sqlalchemy import ScalarSelect, func, select
+from sqlalchemy import ScalarSelect, Select, func, select
 from sqlalchemy.orm import Session
 
 from core.enums import BatchStatus, DeviceType, JobStatus, QueuePriority
@@ -64,12 +65,10 @@ def read_store(session: Session, devices: Iterable[DeviceType]) -> StoreState:
     return state
 
 
-def _oldest_waiting(session: Session, devices: list[DeviceType]) -> dict[DeviceType, datetime]:
+def oldest_waiting_query(devices: list[DeviceType]) -> Select[*tuple[Any, ...]]:
     """Per device, the oldest PENDING job: the first entry of the backlog index at each level,
-    and the few dispatched jobs still waiting in Redis (the in-flight index), in one
-    statement of scalar subqueries."""
-    if not devices:
-        return {}
+    and the few dispatched jobs still waiting in Redis (the in-flight index), as one
+    statement of scalar subqueries (`len(RANKS) + 1` columns per device)."""
     columns: list[ScalarSelect[datetime]] = []
     for device in devices:
         for rank in RANKS:
@@ -85,7 +84,13 @@ def _oldest_waiting(session: Session, devices: list[DeviceType]) -> dict[DeviceT
             .where(Job.device_type == device, IN_FLIGHT, Job.status == JobStatus.PENDING)
             .scalar_subquery()
         )
-    row = session.execute(select(*columns)).one()
+    return select(*columns)
+
+
+def _oldest_waiting(session: Session, devices: list[DeviceType]) -> dict[DeviceType, datetime]:
+    if not devices:
+        return {}
+    row = session.execute(oldest_waiting_query(devices)).one()
     per = len(RANKS) + 1
     found = {}
     for i, device in enumerate(devices):
