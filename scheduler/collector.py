@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 import redis
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -34,6 +35,8 @@ from scheduler.fleet_state import (
 from scheduler.loop_clock import LoopClock
 
 log = logging.getLogger(__name__)
+
+STATEMENT_TIMEOUT_MS = 5000
 
 QpuStatus = Callable[[list[DeviceType]], Mapping[DeviceType, bool]]
 """Whether each QPU device's QPU is up (given the served devices of kind QPU)."""
@@ -77,6 +80,9 @@ class FleetCollector(Collector):
         store: StoreState | None = None
         try:
             with self.sessions() as session:
+                if session.get_bind().dialect.name == "postgresql":
+                    # A scrape gives up long before Prometheus gives up on it (10 s).
+                    session.execute(text(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}"))
                 store = read_store(session, self.devices)
         except SQLAlchemyError as exc:
             log.warning("metrics: the store could not be read: %s", exc)

@@ -40,6 +40,7 @@ from scheduler.watch import FleetWatch
 log = logging.getLogger(__name__)
 
 EVENTS_BLOCK_MS = 1000
+SCRAPE_TIMEOUT_S = 5.0
 
 
 @dataclass
@@ -106,7 +107,11 @@ def build(settings: Settings, devices: list[DeviceType]) -> Scheduler:
         Loop("watch", watch.watch_once, pause_s=watch.interval_s, gap_s=watch.interval_s),
     ]
     clock = LoopClock({loop.name: loop.gap_s for loop in loops})
-    collector = FleetCollector(sessions, client(), dispatcher.keys, devices, clock)
+    # A scrape gives up on Redis long before Prometheus gives up on the scrape (10 s).
+    scrape_client = redis.Redis.from_url(
+        settings.redis_url, socket_timeout=SCRAPE_TIMEOUT_S, socket_connect_timeout=2
+    )
+    collector = FleetCollector(sessions, scrape_client, dispatcher.keys, devices, clock)
     metrics.registry.register(collector)
     return Scheduler(loops, clock, metrics, collector)
 

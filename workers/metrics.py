@@ -67,8 +67,17 @@ def serve(settings: Settings, health: HealthCheck) -> MetricsServer | None:
     """`/metrics` and `/healthz` on `worker_metrics_port`; None when that is 0."""
     if not settings.worker_metrics_port:
         return None
-    server = MetricsServer(
-        settings.metrics_host, settings.worker_metrics_port, served_registry(), health
-    ).start()
+    try:
+        server = MetricsServer(
+            settings.metrics_host, settings.worker_metrics_port, served_registry(), health
+        ).start()
+    except OSError as exc:  # the worker still runs jobs; its probes will say it is not healthy
+        log.error(
+            "cannot serve metrics on %s:%d: %s",
+            settings.metrics_host,
+            settings.worker_metrics_port,
+            exc,
+        )
+        return None
     log.info("worker metrics on port %d (/metrics, /healthz)", server.port)
     return server
