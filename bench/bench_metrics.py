@@ -7,26 +7,36 @@ dispatched and waiting in Redis, some running), its `job_counts` recomputed and
 in Redis; then ~30 scrapes over HTTP, timed from request to last byte: p50 and p95 beside
 the target. With `--explain`, the plans of the scrape's statements.
 
-    python bench/bench_metrics.py [--jobs 1000000] [--scrapes 30] [--explain]
+    .venv/bin/python bench/bench_metrics.py [--jobs 1000000] [--scrapes 30] [--explain]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
 import httpx
 import psycopg
 import redis
 from sqlalchemy.dialects import postgresql
 
+# This checkout's code, whichever checkout the virtualenv was installed from.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from atomfleet.services import free_port
 from bench.common import fleet, machine, p, services, summary
 from core.enums import DeviceType
 from core.names import RedisKeys
 from scheduler.db import make_engine, make_sessionmaker
-from scheduler.fleet_state import events_backlog, oldest_waiting_query, read_fleet, read_store
+from scheduler.fleet_state import (
+    events_backlog,
+    oldest_waiting_query,
+    read_fleet,
+    read_store,
+)
 
 TARGET_MS = 100.0
 JOBS_PER_BATCH = 1000
