@@ -11,73 +11,17 @@ answers of the middlewares never reach the router).
 
 from __future__ import annotations
 
-import re
 import time
-from dataclasses import dataclass
-from typing import Any
 
-from starlette.routing import Router, compile_path
+from starlette.routing import Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.metrics import ApiMetrics
+from api.route_templates import RouteTemplates
 
-UNMATCHED = "unmatched"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # Prometheus's own scrapes would otherwise be most of the API's traffic.
 NOT_COUNTED = frozenset({"/metrics"})
-
-
-@dataclass(frozen=True)
-class _Template:
-    regex: re.Pattern[str]
-    methods: frozenset[str]
-    path: str
-
-
-class RouteTemplates:
-    """The app's route templates, matched the way its router matches them.
-
-    Built from the same flattened routes the OpenAPI document is built from, so a label
-    is exactly a documented path (FastAPI nests included routers; older versions list
-    their routes directly).
-    """
-
-    def __init__(self, router: Router) -> None:
-        self._router = router
-        self._table: list[_Template] | None = None
-
-    def _build(self) -> list[_Template]:
-        try:
-            from fastapi.routing import iter_route_contexts
-
-            flat: list[Any] = list(iter_route_contexts(self._router.routes))
-        except ImportError:  # FastAPI before 0.165
-            flat = list(self._router.routes)
-        table = []
-        for route in flat:
-            path = getattr(route, "path_format", None) or getattr(route, "path", None)
-            if isinstance(path, str) and path:
-                regex, _, _ = compile_path(path)
-                methods = frozenset(getattr(route, "methods", None) or ())
-                table.append(_Template(regex, methods, path))
-        return table
-
-    def match(self, scope: Scope) -> str:
-        """The template of the route that answers `scope` (one with the path but not the
-        method if none has both: that one answers 405), else `unmatched`."""
-        if self._table is None:
-            self._table = self._build()  # the routes are all included by the first request
-        path, root = scope["path"], scope.get("root_path", "")
-        if root and path.startswith(root):
-            path = path[len(root) :]
-        partial = UNMATCHED
-        for template in self._table:
-            if template.regex.match(path):
-                if not template.methods or scope["method"] in template.methods:
-                    return template.path
-                if partial == UNMATCHED:
-                    partial = template.path
-        return partial
 
 
 class RequestMetricsMiddleware:
