@@ -7,17 +7,16 @@ from contextlib import asynccontextmanager
 
 import redis
 from fastapi import FastAPI
-from sqlalchemy import text
-from starlette.responses import Response
 
 from api import errors, openapi
 from api.body import BodyLimitMiddleware
 from api.deps import Services
-from api.envelope import failure, success
 from api.guard import InputGuardMiddleware
-from api.routes import batches, devices, jobs, oauth
-from api.schemas import ErrorEnvelope
+from api.metrics import ApiMetrics
+from api.request_metrics import RequestMetricsMiddleware
+from api.routes import batches, devices, jobs, oauth, probes
 from core.config import Settings
+from core.metrics import version
 from scheduler.db import engine_from_settings, make_sessionmaker
 from scheduler.estimates import QueueEstimator
 from scheduler.intake import Intake
@@ -29,12 +28,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
     specs = DeviceSpecs(settings, client)
+    metrics = ApiMetrics(settings.devices)
     engine = engine_from_settings(settings)
     services = Services(
         settings=settings,
         sessions=make_sessionmaker(
             engine,
-            reactors=[redis_reactor(client, settings)],
+            reactors=[redis_reactor(client, settings), metrics.reactor()],
             half_life_s=settings.fair_share_half_life_s,
         ),
         redis=client,
@@ -42,6 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         specs=specs,
         estimator=QueueEstimator(settings, client),
         secret_key=settings.resolved_secret_key(),
+        metrics=metrics,
     )
 
     @asynccontextmanager
@@ -54,7 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         lifespan=lifespan,
         title="atomfleet",
-        version="0.1.0",
+        version=version(),
         description="Batch and job API of a neutral-atom quantum cloud (Pasqal Cloud compatible).",
     )
     app.state.services = services
@@ -65,30 +66,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(InputGuardMiddleware)
     errors.install(app)
+    # Outermost (added last): it counts what every other middleware answers too.
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics, router=app.router)
     app.include_router(batches.router)
     app.include_router(jobs.router)
     app.include_router(devices.router)
     app.include_router(oauth.router)
-
-    @app.get(
-        "/healthz",
-        tags=["operations"],
-        summary="Health",
-        responses={503: {"model": ErrorEnvelope}},
-    )
-    def healthz() -> Response:
-        """200 when the store and Redis answer."""
-        problems = []
-        try:
-            with services.sessions() as session:
-                session.execute(text("SELECT 1"))
-        except Exception as exc:  # noqa: BLE001
-            problems.append(f"database: {exc}")
-        try:
-            services.redis.ping()
-        except redis.RedisError as exc:
-            problems.append(f"redis: {exc}")
-        return failure(503, problems) if problems else success({"ok": True})
-
+    app.include_router(probes.router)
     openapi.install(app)
     return app

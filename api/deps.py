@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.metrics import ApiMetrics
 from core.config import Settings
 from core.errors import AuthenticationError
 from core.names import RedisKeys
@@ -29,6 +30,7 @@ class Services:
     specs: DeviceSpecs
     estimator: QueueEstimator
     secret_key: str
+    metrics: ApiMetrics
 
     @property
     def keys(self) -> RedisKeys:

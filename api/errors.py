@@ -11,10 +11,10 @@ from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
-from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.envelope import failure
+from api.route_templates import RouteTemplates
 from core.errors import (
     AuthenticationError,
     ConflictError,
@@ -54,6 +54,8 @@ def validation_messages(exc: ValidationError | RequestValidationError) -> list[s
 
 
 def install(app: FastAPI) -> None:
+    templates = RouteTemplates(app.router)
+
     @app.exception_handler(InvalidRequestError)
     async def _invalid(_: Request, exc: InvalidRequestError) -> Response:
         return failure(422, exc.messages)
@@ -97,7 +99,7 @@ def install(app: FastAPI) -> None:
         response.headers.update(exc.headers or {})
         if exc.status_code == 405:
             # Starlette names the methods of the first route with this path only.
-            response.headers["Allow"] = ", ".join(_methods(app, request.scope))
+            response.headers["Allow"] = ", ".join(sorted(templates.methods(request.scope)))
         return response
 
     @app.exception_handler(OperationalError)
@@ -111,16 +113,6 @@ def install(app: FastAPI) -> None:
         return failure(503, "Redis is unavailable; try again")
 
     app.add_middleware(UnexpectedErrorMiddleware)
-
-
-def _methods(app: FastAPI, scope: Scope) -> list[str]:
-    """Every method the routes matching this path answer."""
-    methods: set[str] = set()
-    for route in app.router.routes:
-        match, _ = route.matches(scope)
-        if match != Match.NONE:
-            methods.update(getattr(route, "methods", None) or ())
-    return sorted(methods)
 
 
 class UnexpectedErrorMiddleware:

@@ -19,13 +19,29 @@ def _settings() -> Settings:
     return Settings()
 
 
+def refuse_embedded_defaults(settings: Settings, process: str, *, signs_links: bool) -> None:
+    """Exit unless the operator configured what production needs, or said that this is a
+    one-machine deployment (`atomfleet run` says so for its children)."""
+    if settings.single_machine:
+        return
+    found = settings.embedded_defaults(signs_links=signs_links)
+    if found:
+        sys.exit(
+            f"atomfleet {process}: refusing to start on the one-machine defaults:\n"
+            + "".join(f"  - {item}\n" for item in found)
+            + "(or set ATOMFLEET_SINGLE_MACHINE=1 for a one-machine deployment, as "
+            "`atomfleet run` does)"
+        )
+
+
 def cmd_api(args: argparse.Namespace) -> None:
     keep_light()
+    settings = _settings()
+    refuse_embedded_defaults(settings, "api", signs_links=True)
     import uvicorn
 
     from api.app import create_app
 
-    settings = _settings()
     host = args.host or settings.api_host
     port = args.port or settings.api_port
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
@@ -33,18 +49,28 @@ def cmd_api(args: argparse.Namespace) -> None:
 
 def cmd_scheduler(args: argparse.Namespace) -> None:
     keep_light()
+    settings = _settings()
+    refuse_embedded_defaults(settings, "scheduler", signs_links=False)
     from scheduler.service import serve
 
-    settings = _settings()
+    if args.metrics_port is not None:
+        settings.scheduler_metrics_port = args.metrics_port
     serve(settings, list(settings.devices))
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
+    settings = _settings()
+    if args.metrics_port is not None:
+        settings.worker_metrics_port = args.metrics_port
+    if settings.worker_metrics_port:
+        # Before anything imports prometheus_client: the children write their counts there.
+        from workers.multiproc import prepare_multiprocess_dir
+
+        prepare_multiprocess_dir()
     from core.catalog import entry
     from core.names import device_queues
     from workers.app import create_celery
 
-    settings = _settings()
     device = DeviceType(args.device)
     if args.concurrency:
         settings.worker_concurrency = args.concurrency
@@ -61,6 +87,20 @@ def cmd_worker(args: argparse.Namespace) -> None:
             "--without-gossip", "--without-mingle", "--without-heartbeat",
         ]
     )  # fmt: skip
+
+
+def cmd_status(args: argparse.Namespace) -> None:
+    keep_light()
+    from atomfleet.status import print_status
+
+    sys.exit(print_status(_settings()))
+
+
+def _port(value: str) -> int:
+    port = int(value)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port (0 to 65535)")
+    return port
 
 
 def cmd_qpu_simulator(args: argparse.Namespace) -> None:
@@ -198,15 +238,33 @@ def parser() -> argparse.ArgumentParser:
     api.add_argument("--port", type=int, default=None)
     api.set_defaults(func=cmd_api)
 
-    sub.add_parser("scheduler", help="dispatch jobs and consume worker events").set_defaults(
-        func=cmd_scheduler
+    scheduler = sub.add_parser("scheduler", help="dispatch jobs and consume worker events")
+    scheduler.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=None,
+        help="serve /metrics and /healthz there (default ATOMFLEET_SCHEDULER_METRICS_PORT, "
+        "9101; 0: off)",
     )
+    scheduler.set_defaults(func=cmd_scheduler)
 
     worker = sub.add_parser("worker", help="run jobs of one device type")
     worker.add_argument("--device", required=True, choices=[d.value for d in DeviceType])
     worker.add_argument("--concurrency", type=int, default=0, help="processes (default 1)")
     worker.add_argument("--loglevel", default="INFO")
+    worker.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=None,
+        help="serve /metrics and /healthz there (default ATOMFLEET_WORKER_METRICS_PORT, "
+        "9102; 0: off)",
+    )
     worker.set_defaults(func=cmd_worker)
+
+    status = sub.add_parser(
+        "status", help="jobs, workers and slots per device, from the store and Redis"
+    )
+    status.set_defaults(func=cmd_status)
 
     from qpu_simulator.__main__ import add_arguments  # light: no Pulser, no torch
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -127,6 +128,10 @@ def run(settings: Settings, demo: bool = True) -> int:
         **os.environ,
         "ATOMFLEET_REDIS_URL": redis_service.url,
         "ATOMFLEET_DATA_DIR": str(data_dir),
+        # One machine: the API and the scheduler may use the embedded SQLite store and
+        # the secret generated into the data dir; metrics listen on this machine only.
+        "ATOMFLEET_SINGLE_MACHINE": "1",
+        "ATOMFLEET_METRICS_HOST": os.environ.get("ATOMFLEET_METRICS_HOST", "127.0.0.1"),
         "PYTHONUNBUFFERED": "1",
     }
     simulator_port = 0
@@ -180,13 +185,21 @@ def _run(
     if simulator_port:
         fleet.start("qpu-simulator", "qpu-simulator", "--port", str(simulator_port))
         print(f"atomfleet: a simulated FRESNEL QPU on http://127.0.0.1:{simulator_port}")
+    ports = metrics_ports(settings, len(DEMO_DEVICES))
     fleet.start("api")
-    fleet.start("scheduler")
-    for device in DEMO_DEVICES:
-        fleet.start(f"worker-{device}", "worker", "--device", device, restart=True)
+    fleet.start("scheduler", "scheduler", "--metrics-port", str(ports[0]))
+    for device, port in zip(DEMO_DEVICES, ports[1:], strict=True):
+        fleet.start(
+            f"worker-{device}", "worker", "--device", device, "--metrics-port", str(port),
+            restart=True,
+        )  # fmt: skip
     client = Client(base, account["token"])
     _wait_healthy(client, fleet)
-    print(f"atomfleet: API on {base} (docs: {base}/docs)")
+    print(f"atomfleet: API on {base} (docs: {base}/docs, metrics: {base}/metrics)")
+    print(
+        f"atomfleet: scheduler metrics on :{ports[0]}, workers' on "
+        f"{', '.join(f':{p}' for p in ports[1:])} (/metrics, /healthz)"
+    )
     print(f"atomfleet: demo token {account['token']} for project {account['project_id']}")
     if demo:
         _demo(client, account["project_id"], fleet)
@@ -199,11 +212,32 @@ def _run(
     return 1
 
 
+def metrics_ports(settings: Settings, workers: int) -> list[int]:
+    """The scheduler's port, then one per worker: the configured ones where free (the
+    scheduler's, then the workers' and the next ones), else any free port."""
+    wanted = [settings.scheduler_metrics_port] + [
+        settings.worker_metrics_port + i for i in range(workers)
+    ]
+    found: list[int] = []
+    for port in wanted:
+        found.append(port if port and port not in found and _port_free(port) else free_port())
+    return found
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def _wait_healthy(client: Client, fleet: Fleet, timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            client.call("GET", "/healthz")
+            client.call("GET", "/readyz")
             return
         except (urllib.error.URLError, ConnectionError, OSError):
             if fleet.dead() or time.monotonic() > deadline:

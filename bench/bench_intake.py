@@ -66,6 +66,7 @@ def bench(database_url: str, redis_url: str, jobs: int, rounds: int) -> list[flo
         "ATOMFLEET_NAMESPACE": f"bench-{uuid.uuid4().hex[:6]}",
         "ATOMFLEET_API_PORT": str(port),
         "ATOMFLEET_DATA_DIR": str(workdir),
+        "ATOMFLEET_SECRET_KEY": "bench",
     }
     fleet = Fleet(env, workdir)
     fleet.start("api")
@@ -82,7 +83,7 @@ def bench(database_url: str, redis_url: str, jobs: int, rounds: int) -> list[flo
             deadline = time.monotonic() + 60
             while True:
                 try:
-                    if client.get("/healthz").status_code == 200:
+                    if client.get("/readyz").status_code == 200:
                         break
                 except httpx.HTTPError:
                     pass

@@ -111,6 +111,8 @@ def fleet(database_url: str, redis_url: str, **env: str) -> tuple[Fleet, str]:
         "ATOMFLEET_API_PORT": str(port),
         "ATOMFLEET_DATA_DIR": str(workdir),
         "ATOMFLEET_SECRET_KEY": "bench",
+        "ATOMFLEET_SCHEDULER_METRICS_PORT": "0",
+        "ATOMFLEET_WORKER_METRICS_PORT": "0",
         **env,
     }
     return Fleet(full_env, workdir), f"http://127.0.0.1:{port}"
@@ -120,7 +122,7 @@ def wait_healthy(client: httpx.Client, timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            if client.get("/healthz").status_code == 200:
+            if client.get("/readyz").status_code == 200:
                 return
         except httpx.HTTPError:
             pass

@@ -73,6 +73,22 @@ class Settings(BaseSettings):
     )
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    single_machine: bool = Field(
+        default=False,
+        description="A one-machine deployment (what `atomfleet run` sets for its children): "
+        "the API and the scheduler may then use the embedded SQLite store and a secret "
+        "generated into data_dir. Without it they refuse to start on those defaults.",
+    )
+    metrics_host: str = Field(
+        default="0.0.0.0",
+        description="Address the scheduler's and the workers' /metrics and /healthz listen on.",
+    )
+    scheduler_metrics_port: int = Field(
+        default=9101, ge=0, le=65535, description="The scheduler's /metrics and /healthz; 0: off."
+    )
+    worker_metrics_port: int = Field(
+        default=9102, ge=0, le=65535, description="A worker's /metrics and /healthz; 0: off."
+    )
     results_link_ttl_s: int = Field(default=3600, ge=1)
     oauth_token_ttl_s: int = Field(default=24 * 3600, ge=60, description="Tokens of /oauth/token.")
     max_body_bytes: int = Field(
@@ -231,6 +247,23 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'atomfleet.db').resolve()}"
+
+    def embedded_defaults(self, *, signs_links: bool) -> list[str]:
+        """What this process would take from the one-machine defaults instead of the operator:
+        the SQLite store in data_dir, and (for a process that signs results links) a secret
+        generated into data_dir, which differs between replicas and hosts."""
+        found = []
+        if not self.database_url:
+            found.append(
+                f"the embedded SQLite store ({self.resolved_database_url()}): set "
+                "ATOMFLEET_DATABASE_URL to your PostgreSQL"
+            )
+        if signs_links and not self.secret_key:
+            found.append(
+                f"a secret key generated into {self.data_dir}: set ATOMFLEET_SECRET_KEY, the "
+                "same on every API replica"
+            )
+        return found
 
     def resolved_secret_key(self) -> str:
         """The configured key, else one generated once and kept in data_dir."""

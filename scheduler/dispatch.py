@@ -99,6 +99,7 @@ class Dispatcher:
         self.state = {d: _DeviceState() for d in self.devices}
         self._batches: OrderedDict[str, _BatchPayload] = OrderedDict()
         self._poll_s = 0.005
+        self._wait_s = self._poll_s
         self._promoted_at = 0.0
         # Atomic: a message taken by a worker meanwhile is not duplicated.
         self._move = client.register_script(
@@ -127,14 +128,21 @@ class Dispatcher:
 
     def run_once(self) -> None:
         """One dispatch pass, then sleep until woken (briefly while windows are full)."""
-        waiting = self.dispatch_once()
-        if waiting:
-            timeout = self._poll_s
+        self.step()
+        self.wait()
+
+    def step(self) -> None:
+        """One dispatch pass; it decides how long `wait` may sleep."""
+        if self.dispatch_once():
+            self._wait_s = self._poll_s
             self._poll_s = min(self._poll_s * 2, _MAX_POLL_S)
         else:
-            timeout = self.settings.dispatch_idle_wait_s
+            self._wait_s = self.settings.dispatch_idle_wait_s
             self._poll_s = 0.005
-        self.wait_for_work(timeout)
+
+    def wait(self) -> None:
+        """Sleep until woken, or as long as the last pass decided."""
+        self.wait_for_work(self._wait_s)
 
     # -- dispatching ----------------------------------------------------------------
 

@@ -42,6 +42,9 @@ class EventsConsumer:
         self.consumer = consumer
         self._replay_pending = True
         self._caught_up = False
+        self._entries: list[Any] = []  # read, not yet applied
+        self._trickle = False
+        self._drained = False
 
     def ensure_group(self) -> None:
         try:
@@ -51,11 +54,27 @@ class EventsConsumer:
                 raise
 
     def caught_up(self) -> bool:
-        """True once a read found fewer entries than it asked for (the stream is drained)."""
+        """True once a read found fewer entries than it asked for and they are applied (the
+        stream is drained)."""
         return self._caught_up
 
     def consume_once(self, block_ms: int = 1000, count: int = 200) -> int:
         """Handle one read of events; returns how many entries were handled."""
+        self.read(block_ms, count)
+        return self.handle()
+
+    def read(self, block_ms: int = 1000, count: int = 200) -> None:
+        """Wait for the next entries (up to `block_ms`); `handle` applies them.
+
+        The scheduler's loop times `handle` only: this is waiting, not work.
+        """
+        if self._entries:
+            return  # the last read is not applied yet (its transaction failed): retry it first
+        if self._trickle:
+            # A trickle: let a few milliseconds' worth gather, so that a busy fleet's events
+            # are applied in larger transactions (fewer commits, far less work per event).
+            self._trickle = False
+            time.sleep(GATHER_S)
         # After a restart, first replay what this consumer read but never acknowledged.
         start = "0" if self._replay_pending else ">"
         try:
@@ -69,13 +88,22 @@ class EventsConsumer:
         except redis.ResponseError as exc:
             if "NOGROUP" in str(exc):  # Redis lost its data: recreate and carry on
                 self.ensure_group()
-                return 0
+                return
             raise
         entries = reply[0][1] if reply else []
         if self._replay_pending and not entries:
             self._replay_pending = False
-            return 0
-        self._caught_up = not self._replay_pending and len(entries) < count
+            return
+        drained = not self._replay_pending and len(entries) < count
+        if not entries:
+            self._caught_up = drained
+        self._entries, self._drained = entries, drained
+        self._trickle = 0 < len(entries) < count // 8
+
+    def handle(self) -> int:
+        """Apply the entries of the last read in one transaction, then acknowledge and delete
+        them; returns how many were handled."""
+        entries, self._entries = self._entries, []
         if not entries:
             return 0
         events = []
@@ -84,17 +112,19 @@ class EventsConsumer:
                 events.append(JobEvent.from_fields(fields))
             except (ValidationError, ValueError):
                 log.exception("dropping malformed event %r", fields)
-        with self.sessions.begin() as session:
-            apply_events(session, events)
+        try:
+            with self.sessions.begin() as session:
+                apply_events(session, events)
+        except BaseException:
+            self._entries = entries  # not applied: the next turn tries them again
+            raise
         ids = [entry_id for entry_id, _ in entries]
         pipe = self.client.pipeline(transaction=False)
         pipe.xack(self.keys.events_stream, EVENTS_GROUP, *ids)
         pipe.xdel(self.keys.events_stream, *ids)
         pipe.execute()
-        if len(entries) < count // 8:
-            # A trickle: let a few milliseconds' worth gather, so that a busy fleet's events
-            # are applied in larger transactions (fewer commits, far less work per event).
-            time.sleep(GATHER_S)
+        # Caught up once what a short read returned is applied, not merely read.
+        self._caught_up = self._drained
         return len(entries)
 
 
@@ -157,12 +187,11 @@ def _apply(
             )
             has_result.add(job.id)
         job.progress = 100
-        if job.start_timestamp is None:
-            start = event.started_at if event.started_at is not None else event.at
-            job.start_timestamp = datetime.fromtimestamp(start, UTC)
-        book.move(batch, job, JobStatus.DONE, at)
+        start = event.started_at if event.started_at is not None else event.at
+        book.move(batch, job, JobStatus.DONE, at, started_at=datetime.fromtimestamp(start, UTC))
     elif event.kind == EventKind.ERROR:
         job.errors = event.errors or ["the job failed"]
-        if job.start_timestamp is None and event.started_at is not None:
-            job.start_timestamp = datetime.fromtimestamp(event.started_at, UTC)
-        book.move(batch, job, JobStatus.ERROR, at)
+        began = (
+            datetime.fromtimestamp(event.started_at, UTC) if event.started_at is not None else None
+        )
+        book.move(batch, job, JobStatus.ERROR, at, started_at=began)

@@ -42,13 +42,22 @@ class Move:
     old: JobStatus
     new: JobStatus
     at: datetime
+    created_at: datetime
+    # The job's start after the move (None: it never ran), and whether this move gave it:
+    # the job left the queue now (its first RUNNING, or an end before it said RUNNING).
+    started_at: datetime | None = None
+    first_start: bool = False
 
 
 @dataclass
 class Ledger:
     deltas: Counter[CountKey] = field(default_factory=Counter)
     moves: list[Move] = field(default_factory=list)
-    created_jobs: Counter[DeviceType] = field(default_factory=Counter)
+    # New jobs per (device, priority rank).
+    created_jobs: Counter[tuple[DeviceType, int]] = field(default_factory=Counter)
+    # Lost jobs put back in the backlog, per device (a PENDING job whose message vanished
+    # is requeued without a status change, so it is not among the moves).
+    requeued: Counter[DeviceType] = field(default_factory=Counter)
     # Devices whose backlog grew or whose capacity was freed: the dispatcher is woken.
     wake: set[DeviceType] = field(default_factory=set)
     # Run seconds of the jobs that ended, per (project, device): the fair share's usage.
@@ -65,11 +74,25 @@ class Ledger:
             if batch.status in ENDED_BATCH_STATUSES and before not in ENDED_BATCH_STATUSES
         ]
 
-    def move(self, batch: Batch, job: Job, status: JobStatus, at: datetime) -> bool:
-        """Move a locked job (and its locked batch's counters); False if not allowed."""
+    def move(
+        self,
+        batch: Batch,
+        job: Job,
+        status: JobStatus,
+        at: datetime,
+        started_at: datetime | None = None,
+    ) -> bool:
+        """Move a locked job (and its locked batch's counters); False if not allowed.
+
+        `started_at`: when the job started on its worker, for an end reported before the
+        job was seen RUNNING (kept only if the job has no start yet).
+        """
         old = job.status
+        had_start = job.start_timestamp is not None
         if not move_job(batch, job, status, at):
             return False
+        if job.start_timestamp is None and started_at is not None:
+            job.start_timestamp = started_at
         key = (job.project_id, job.user_id, job.device_type, job.priority_rank)
         self.deltas[(*key, old)] -= 1
         self.deltas[(*key, status)] += 1
@@ -78,7 +101,18 @@ class Ledger:
             self.usage[(job.project_id, job.device_type)] += run_s
             self.usage_jobs[(job.project_id, job.device_type)] += 1
         self.moves.append(
-            Move(job.id, job.batch_id, job.device_type, job.priority_rank, old, status, at)
+            Move(
+                job.id,
+                job.batch_id,
+                job.device_type,
+                job.priority_rank,
+                old,
+                status,
+                at,
+                created_at=job.created_at,
+                started_at=job.start_timestamp,
+                first_start=not had_start and job.start_timestamp is not None,
+            )
         )
         if status.is_terminal or status == JobStatus.PENDING:
             self.wake.add(job.device_type)
@@ -89,6 +123,7 @@ class Ledger:
         self.move(batch, job, JobStatus.PENDING, at)
         job.dispatched_at = None
         job.progress = 0
+        self.requeued[job.device_type] += 1
         self.wake.add(job.device_type)
 
     def created(self, batch: Batch, jobs: int) -> None:
@@ -96,7 +131,7 @@ class Ledger:
         rank = batch.queue_priority.rank
         key = (batch.project_id, batch.user_id, batch.device_type, rank, JobStatus.PENDING)
         self.deltas[key] += jobs
-        self.created_jobs[batch.device_type] += jobs
+        self.created_jobs[(batch.device_type, rank)] += jobs
         self.wake.add(batch.device_type)
 
     def ended(self) -> list[Move]:

@@ -247,9 +247,11 @@ class BatchTag(Base):
     __table_args__ = (Index("ix_batch_tags_tag", "tag", "batch_id"),)
 
 
-_BACKLOG = text("status = 'PENDING' AND dispatched_at IS NULL")
+# The predicates of the partial indexes below. A query that states one literally can use
+# its index even under a generic (prepared) plan, where a bound status could not prove it.
+BACKLOG = text("status = 'PENDING' AND dispatched_at IS NULL")
+IN_FLIGHT = text("status IN ('PENDING', 'RUNNING') AND dispatched_at IS NOT NULL")
 _DONE = text("status = 'DONE'")
-_IN_FLIGHT = text("status IN ('PENDING', 'RUNNING') AND dispatched_at IS NOT NULL")
 
 
 class Job(Base):
@@ -297,16 +299,16 @@ class Job(Base):
             "created_at",
             "batch_id",
             "creation_order",
-            postgresql_where=_BACKLOG,
-            sqlite_where=_BACKLOG,
+            postgresql_where=BACKLOG,
+            sqlite_where=BACKLOG,
         ),
         # Jobs handed to Redis and not ended: capacity and reconciliation read these.
         Index(
             "ix_jobs_in_flight",
             "device_type",
             "dispatched_at",
-            postgresql_where=_IN_FLIGHT,
-            sqlite_where=_IN_FLIGHT,
+            postgresql_where=IN_FLIGHT,
+            sqlite_where=IN_FLIGHT,
         ),
         # The run-time model learns from each device's last finished jobs.
         Index(

@@ -9,6 +9,8 @@
 - timeouts: ends open batches that received no job for too long (TIMED_OUT);
 - webhooks: delivers the outbox of ended batches' webhooks.
 
+Each loop's work is timed into a histogram and its turns are clocked: `/healthz` answers
+503 once a loop stops turning, and `/metrics` serves those with the store-derived gauges.
 SIGTERM or SIGINT stops every loop at its next turn.
 """
 
@@ -18,6 +20,7 @@ import logging
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,9 +28,14 @@ import redis
 
 from core.config import Settings
 from core.enums import DeviceType
+from core.metrics import new_registry
+from core.metrics_http import MetricsServer
+from scheduler.collector import FleetCollector
 from scheduler.db import engine_from_settings, make_sessionmaker
 from scheduler.dispatch import Dispatcher, make_producer
 from scheduler.events import EventsConsumer
+from scheduler.loop_clock import LoopClock
+from scheduler.metrics import SchedulerMetrics
 from scheduler.qpu_watch import QpuWatch
 from scheduler.reactions import redis_reactor
 from scheduler.reconcile import Reconciler
@@ -37,15 +45,31 @@ from scheduler.webhooks.delivery import WebhookSender
 
 log = logging.getLogger(__name__)
 
+EVENTS_BLOCK_MS = 1000
+SCRAPE_TIMEOUT_S = 5.0
+
 
 @dataclass
 class Loop:
+    """A named loop: `step` is its work (timed, and a turn once done); `wait` blocks until
+    there is work again (not timed); `gap_s` is its longest normal time between turns."""
+
     name: str
     step: Callable[[], object]
+    wait: Callable[[], object] | None = None
     pause_s: float = 0.0
+    gap_s: float = 1.0
 
 
-def build_loops(settings: Settings, devices: list[DeviceType]) -> list[Loop]:
+@dataclass
+class Scheduler:
+    loops: list[Loop]
+    clock: LoopClock
+    metrics: SchedulerMetrics
+    collector: FleetCollector
+
+
+def build(settings: Settings, devices: list[DeviceType]) -> Scheduler:
     def client(blocks_s: float = 1.0) -> redis.Redis:
         # One connection per loop: a blocking read must not stall the others; its socket
         # waits longer than its longest blocking read.
@@ -53,9 +77,10 @@ def build_loops(settings: Settings, devices: list[DeviceType]) -> list[Loop]:
             settings.redis_url, socket_timeout=blocks_s + 30, health_check_interval=10
         )
 
+    metrics = SchedulerMetrics(new_registry(), devices)
     sessions = make_sessionmaker(
         engine_from_settings(settings),
-        reactors=[redis_reactor(client(), settings)],
+        reactors=[redis_reactor(client(), settings), metrics.reactor()],
         half_life_s=settings.fair_share_half_life_s,
     )
     dispatcher = Dispatcher(
@@ -75,21 +100,67 @@ def build_loops(settings: Settings, devices: list[DeviceType]) -> list[Loop]:
     qpus = QpuWatch(settings, client())
     timeouts = OpenBatchTimeouts(settings, sessions)
     webhooks = WebhookSender(settings, sessions)
-    return [
-        Loop("dispatch", dispatcher.run_once),
-        Loop("events", consumer.consume_once),
-        Loop("reconcile", reconciler.reconcile_once, pause_s=settings.reconcile_interval_s),
-        Loop("watch", watch.watch_once, pause_s=watch.interval_s),
-        Loop("qpus", qpus.watch_once, pause_s=settings.qpu_poll_s),
-        Loop("timeouts", timeouts.time_out_once, pause_s=timeouts.interval_s),
-        Loop("webhooks", webhooks.deliver_once, pause_s=webhooks.interval_s),
+    loops = [
+        Loop("dispatch", dispatcher.step, dispatcher.wait, gap_s=settings.dispatch_idle_wait_s),
+        Loop(
+            "events",
+            lambda: metrics.events_applied.inc(consumer.handle()),
+            lambda: consumer.read(block_ms=EVENTS_BLOCK_MS),
+            gap_s=EVENTS_BLOCK_MS / 1000,
+        ),
+        Loop(
+            "reconcile",
+            reconciler.reconcile_once,
+            pause_s=settings.reconcile_interval_s,
+            gap_s=settings.reconcile_interval_s,
+        ),
+        Loop("watch", watch.watch_once, pause_s=watch.interval_s, gap_s=watch.interval_s),
+        Loop(
+            "qpus",
+            qpus.watch_once,
+            pause_s=settings.qpu_poll_s,
+            gap_s=settings.qpu_poll_s + settings.qpu_unreachable_after_s,
+        ),
+        Loop(
+            "timeouts",
+            timeouts.time_out_once,
+            pause_s=timeouts.interval_s,
+            gap_s=timeouts.interval_s,
+        ),
+        # A delivery may wait for its receiver's timeout, 20 at a time.
+        Loop(
+            "webhooks",
+            webhooks.deliver_once,
+            pause_s=webhooks.interval_s,
+            gap_s=webhooks.interval_s + 20 * settings.webhook_timeout_s,
+        ),
     ]
+    clock = LoopClock({loop.name: loop.gap_s for loop in loops})
+    # A scrape gives up on Redis long before Prometheus gives up on the scrape (10 s).
+    scrape_client = redis.Redis.from_url(
+        settings.redis_url, socket_timeout=SCRAPE_TIMEOUT_S, socket_connect_timeout=2
+    )
+    collector = FleetCollector(sessions, scrape_client, dispatcher.keys, devices, clock)
+    metrics.registry.register(collector)
+    return Scheduler(loops, clock, metrics, collector)
 
 
-def run_loop(loop: Loop, stop: threading.Event) -> None:
+def run_loop(
+    loop: Loop,
+    stop: threading.Event,
+    clock: LoopClock | None = None,
+    metrics: SchedulerMetrics | None = None,
+) -> None:
     while not stop.is_set():
         try:
+            started = time.perf_counter()
             loop.step()
+            if metrics is not None:
+                metrics.observe_loop(loop.name, time.perf_counter() - started)
+            if clock is not None:
+                clock.turned(loop.name)
+            if loop.wait is not None:
+                loop.wait()
         except Exception:
             log.exception("scheduler loop %s failed; retrying", loop.name)
             stop.wait(1.0)
@@ -98,7 +169,8 @@ def run_loop(loop: Loop, stop: threading.Event) -> None:
 
 
 def serve(settings: Settings, devices: list[DeviceType]) -> None:
-    """Run the scheduler until SIGTERM/SIGINT."""
+    """Run the scheduler until SIGTERM/SIGINT; `/metrics` and `/healthz` on
+    `scheduler_metrics_port` (0: not served)."""
     stop = threading.Event()
 
     def _stop(signum: int, _frame: object) -> None:
@@ -107,10 +179,24 @@ def serve(settings: Settings, devices: list[DeviceType]) -> None:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    loops = _retry_start(settings, devices, stop)
+    scheduler = _retry_start(settings, devices, stop)
+    server = None
+    if settings.scheduler_metrics_port:
+        server = MetricsServer(
+            settings.metrics_host,
+            settings.scheduler_metrics_port,
+            scheduler.metrics.registry,
+            scheduler.clock.health,
+        ).start()
+        log.info("scheduler metrics on port %d (/metrics, /healthz)", server.port)
     threads = [
-        threading.Thread(target=run_loop, args=(loop, stop), name=loop.name, daemon=True)
-        for loop in loops
+        threading.Thread(
+            target=run_loop,
+            args=(loop, stop, scheduler.clock, scheduler.metrics),
+            name=loop.name,
+            daemon=True,
+        )
+        for loop in scheduler.loops
     ]
     for thread in threads:
         thread.start()
@@ -119,14 +205,14 @@ def serve(settings: Settings, devices: list[DeviceType]) -> None:
         stop.wait(0.5)
     for thread in threads:
         thread.join(timeout=5)
+    if server is not None:
+        server.close()
 
 
-def _retry_start(
-    settings: Settings, devices: list[DeviceType], stop: threading.Event
-) -> list[Loop]:
+def _retry_start(settings: Settings, devices: list[DeviceType], stop: threading.Event) -> Scheduler:
     while True:
         try:
-            return build_loops(settings, devices)
+            return build(settings, devices)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             log.warning("waiting for Redis at %s: %s", settings.redis_url, exc)
             if stop.wait(1.0):

@@ -251,6 +251,31 @@ class _Exporter(BaseHTTPRequestHandler):
 @dataclass
 class LivePrometheus:
     url: str
+    process: subprocess.Popen[bytes] | None = None
+    log: Path | None = None
+
+    def assert_running(self) -> None:
+        if self.process is not None and self.process.poll() is not None:
+            raise AssertionError(f"Prometheus exited: {self.log.read_text() if self.log else ''}")
+
+    def wait_ready(self, timeout_s: float = 30) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.assert_running()
+            try:
+                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:  # not listening yet, or 503 while it loads
+                pass
+            assert time.monotonic() < deadline, "Prometheus was not ready in time"
+            time.sleep(0.2)
+
+    def scalar(self, expr: str) -> float | None:
+        """The value of an expression that yields at most one sample (None: no sample)."""
+        found = self.query(expr)
+        assert len(found) <= 1, f"{expr} yields {len(found)} samples: {found}"
+        return float(found[0]["value"][1]) if found else None
 
     def get(self, path: str, **params: str) -> Any:
         query = urllib.parse.urlencode(params)
@@ -266,19 +291,32 @@ class LivePrometheus:
         return answer["data"]["result"]  # type: ignore[no-any-return]
 
 
+@dataclass(frozen=True)
+class ScrapeTarget:
+    job: str  # Prometheus's `job` label; targets of one job share its path
+    address: str  # host:port
+    path: str = "/metrics"
+
+
 @contextmanager
-def live_prometheus(tmp: Path, prometheus: str) -> Iterator[LivePrometheus]:
-    """A real Prometheus scraping a fake API, scheduler and worker every second, with the alerts."""
-    _Exporter.scrapes = {}
-    exporter = ThreadingHTTPServer(("127.0.0.1", 0), _Exporter)
-    threading.Thread(target=exporter.serve_forever, daemon=True).start()
-    target = f"127.0.0.1:{exporter.server_address[1]}"
+def prometheus_server(
+    tmp: Path, prometheus: str, targets: list[ScrapeTarget], rule_files: list[Path] | None = None
+) -> Iterator[LivePrometheus]:
+    """A real Prometheus scraping `targets` every second and evaluating `rule_files` (the
+    alerts by default) every second; stopped on exit. Its log is `tmp/prometheus.log`."""
+    rules = [PROMETHEUS_DIR / "alerts.yml"] if rule_files is None else rule_files
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(PROMETHEUS_DIR / "alerts.yml")],
+        "rule_files": [str(path) for path in rules],
         "scrape_configs": [
-            {"job_name": p, "metrics_path": f"/{p}", "static_configs": [{"targets": [target]}]}
-            for p in ("api", "scheduler", "worker")
+            {
+                "job_name": job,
+                "metrics_path": path,
+                "static_configs": [
+                    {"targets": [t.address for t in targets if (t.job, t.path) == (job, path)]}
+                ],
+            }
+            for job, path in dict.fromkeys((t.job, t.path) for t in targets)
         ],
     }
     (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
@@ -295,18 +333,34 @@ def live_prometheus(tmp: Path, prometheus: str) -> Iterator[LivePrometheus]:
         stdout=subprocess.DEVNULL,
         stderr=log,
     )
-    live = LivePrometheus(f"http://127.0.0.1:{port}")
+    live = LivePrometheus(f"http://127.0.0.1:{port}", server, tmp / "prometheus.log")
     try:
-        deadline = time.monotonic() + 30
-        # Four scrapes of every process: enough samples for rate() and deriv().
-        while min(_Exporter.scrapes.get(p, 0) for p in ("api", "scheduler", "worker")) < 4:
-            assert server.poll() is None, (tmp / "prometheus.log").read_text()
-            assert time.monotonic() < deadline, "Prometheus scraped too little in 30 s"
-            time.sleep(0.2)
+        live.wait_ready()
         yield live
     finally:
         server.terminate()
         server.wait(timeout=10)
         log.close()
+
+
+@contextmanager
+def live_prometheus(tmp: Path, prometheus: str) -> Iterator[LivePrometheus]:
+    """A real Prometheus scraping a fake API, scheduler and worker every second, with the alerts."""
+    _Exporter.scrapes = {}
+    exporter = ThreadingHTTPServer(("127.0.0.1", 0), _Exporter)
+    threading.Thread(target=exporter.serve_forever, daemon=True).start()
+    address = f"127.0.0.1:{exporter.server_address[1]}"
+    processes = ("api", "scheduler", "worker")
+    targets = [ScrapeTarget(p, address, f"/{p}") for p in processes]
+    try:
+        with prometheus_server(tmp, prometheus, targets) as live:
+            deadline = time.monotonic() + 30
+            # Four scrapes of every process: enough samples for rate() and deriv().
+            while min(_Exporter.scrapes.get(p, 0) for p in processes) < 4:
+                live.assert_running()
+                assert time.monotonic() < deadline, "Prometheus scraped too little in 30 s"
+                time.sleep(0.2)
+            yield live
+    finally:
         exporter.shutdown()
         exporter.server_close()

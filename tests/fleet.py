@@ -38,6 +38,11 @@ class TestFleet:
             "ATOMFLEET_RECONCILE_INTERVAL_S": "1",
             "ATOMFLEET_LOST_GRACE_S": "2",
             "ATOMFLEET_PROGRESS_INTERVAL_S": "0.2",
+            # Several fleets and workers share this machine: metrics only where a test
+            # asks for them (`start_process(..., "--metrics-port", port)`).
+            "ATOMFLEET_SCHEDULER_METRICS_PORT": "0",
+            "ATOMFLEET_WORKER_METRICS_PORT": "0",
+            "ATOMFLEET_METRICS_HOST": "127.0.0.1",
             "PYTHONUNBUFFERED": "1",
         }
         workdir.mkdir(parents=True, exist_ok=True)
@@ -51,6 +56,10 @@ class TestFleet:
             else:
                 self.processes.start(name)
 
+    def start_process(self, name: str, *args: str) -> None:
+        """Start `atomfleet ARGS...` as `name` (e.g. a worker with its metrics port)."""
+        self.processes.start(name, *args)
+
     def process(self, name: str) -> Any:
         return self.processes.current(name)
 
@@ -63,7 +72,7 @@ class TestFleet:
     def wait_ready(self, timeout_s: float = 60) -> None:
         def healthy() -> bool:
             try:
-                return self.http.get("/healthz").status_code == 200
+                return self.http.get("/readyz").status_code == 200
             except httpx.HTTPError:
                 return False
 

@@ -83,6 +83,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("atomfleet_scheduler_dispatch_duration_seconds", "histogram", (), _S, "one dispatch"),
     Metric("atomfleet_scheduler_events_duration_seconds", "histogram", (), _S, "one events batch"),
     Metric("atomfleet_scheduler_reconcile_duration_seconds", "histogram", (), _S, "one reconcile"),
+    Metric("atomfleet_scheduler_watch_duration_seconds", "histogram", (), _S, "one fleet watch"),
     # API
     Metric(
         "atomfleet_http_requests_total",

@@ -19,6 +19,7 @@ from atomfleet.services import free_port
 from scheduler.db import make_sessionmaker
 from tests.conftest import Account, make_account
 from tests.fleet import TERMINAL, TestFleet, wait_for
+from tests.metrics_support import Scrape
 from tests.sequences import parametrized_sweep
 
 pytestmark = pytest.mark.e2e
@@ -54,6 +55,7 @@ def fleet(
     port = free_port()
     fleet = TestFleet(pg_url, redis_url, Path(tmp_path_factory.mktemp("qpu")))
     fleet.env.update(
+        ATOMFLEET_SCHEDULER_METRICS_PORT=str(free_port()),
         ATOMFLEET_QPUS=json.dumps({"FRESNEL": f"http://127.0.0.1:{port}"}),
         ATOMFLEET_QPU_POLL_S="0.2",
         ATOMFLEET_QPU_RETRY_S="0.05",
@@ -157,12 +159,23 @@ def test_two_batches_submitted_together_never_run_two_jobs_on_the_qpu_at_once(
     assert stats["jobs_received"] == stats["jobs_run"] == 5
 
 
+def qpu_up(fleet: TestFleet) -> float | None:
+    """`atomfleet_qpu_up` for FRESNEL, as Prometheus scrapes the scheduler (None: absent)."""
+    port = fleet.env["ATOMFLEET_SCHEDULER_METRICS_PORT"]
+    scrape = Scrape(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text)
+    if "FRESNEL" not in scrape.label_values("atomfleet_qpu_up", "device_type"):
+        return None
+    return scrape.value("atomfleet_qpu_up", device_type="FRESNEL")
+
+
 def test_while_the_qpu_is_down_jobs_wait_pending_then_finish(
     fleet: tuple[TestFleet, Qpu], qpu: Qpu, user: Account
 ) -> None:
+    assert qpu_up(fleet[0]) == 1
     # Given the QPU DOWN
     qpu.operational("DOWN")
     wait_for(lambda: device_status(fleet[0], user) == "DOWN", 10, "the device to show DOWN")
+    assert qpu_up(fleet[0]) == 0
     # When a batch arrives, its jobs wait PENDING (none ERROR), for as long as it is down
     created = submit(fleet[0], user, [20, 20, 20])
     time.sleep(4)

@@ -27,9 +27,11 @@ from core.messages import JobEvent, JobSpec
 from core.names import RUN_JOB_TASK, RedisKeys
 from device_drivers.base import DeviceDriver, JobCanceled
 from device_drivers.registry import load_driver
+from workers import metrics
 from workers.events import EventPublisher
 from workers.heartbeat import Heartbeat
 from workers.lease import Claim, JobInterrupted, Leases
+from workers.metrics import WorkerMetrics
 from workers.progress import ProgressReporter
 
 log = logging.getLogger(__name__)
@@ -38,10 +40,17 @@ log = logging.getLogger(__name__)
 class Runtime:
     """What the task needs in one worker process; Redis connects lazily after the fork."""
 
-    def __init__(self, settings: Settings, device_type: DeviceType, driver: DeviceDriver) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        device_type: DeviceType,
+        driver: DeviceDriver,
+        job_metrics: WorkerMetrics,
+    ) -> None:
         self.settings = settings
         self.device_type = device_type
         self.driver = driver
+        self.job_metrics = job_metrics
         self.keys = RedisKeys(settings.namespace)
         self._client: redis.Redis | None = None
         self._leases: Leases | None = None
@@ -82,12 +91,15 @@ class Runtime:
                      outcome.value)  # fmt: skip
             return
         final = self._run(spec, started_at)
-        if not self.leases.finish(spec.job_id, final, retry_for_s=300):
+        if final:  # DONE or ERROR (a canceled job is not counted)
+            self.job_metrics.ran(final.kind, time.time() - started_at)
+        report = final.model_dump_json() if final else ""
+        if not self.leases.finish(spec.job_id, report, retry_for_s=300):
             # Without the event the job would look lost; the lease lapses and it re-runs.
             raise RuntimeError(f"could not report job {spec.job_id}")
 
-    def _run(self, spec: JobSpec, started_at: float) -> str:
-        """Run the driver; the final event to publish ("" for none: the job was canceled)."""
+    def _run(self, spec: JobSpec, started_at: float) -> JobEvent | None:
+        """Run the driver; the final event to publish (None: the job was canceled)."""
         job = RunningJob(self, spec, started_at)
         if self.leases.interrupt_by_signal:
             # (billiard installs its own SIGUSR1 handler after a child starts)
@@ -103,7 +115,7 @@ class Runtime:
         except (JobCanceled, JobInterrupted) as exc:
             if isinstance(exc, JobCanceled) or exc.canceled:
                 log.info("job %s stopped: it was canceled", spec.job_id)
-                return ""  # the store already says CANCELED
+                return None  # the store already says CANCELED
             final = _event(spec, EventKind.ERROR, started_at)
             final.errors = [f"time limit exceeded ({self.driver.limits.time_limit_s} s)"]
         except DriverError as exc:
@@ -113,7 +125,7 @@ class Runtime:
             log.exception("job %s failed", spec.job_id)
             final = _event(spec, EventKind.ERROR, started_at)
             final.errors = [f"internal error: {type(exc).__name__}: {exc}"]
-        return final.model_dump_json()
+        return final
 
     def on_interrupt_signal(self, signum: int, frame: Any) -> None:
         """SIGUSR1 in a prefork child: our cancel, or Celery's soft time limit."""
@@ -173,7 +185,9 @@ def _event(
 
 def create_celery(settings: Settings, device_type: DeviceType) -> Celery:
     """A Celery app whose `run_job` task runs jobs of `device_type`."""
-    runtime = Runtime(settings, device_type, load_driver(device_type, settings))
+    runtime = Runtime(
+        settings, device_type, load_driver(device_type, settings), WorkerMetrics(device_type)
+    )
     app = Celery(f"atomfleet-{device_type.value}")
     app.conf.update(celery_config(settings))
 
@@ -202,6 +216,9 @@ def create_celery(settings: Settings, device_type: DeviceType) -> Celery:
     task_received.connect(lambda **_: heartbeat.on_received(), weak=False)
     worker_ready.connect(lambda **_: heartbeat.start(), weak=False)
     worker_shutdown.connect(lambda **_: heartbeat.stop(), weak=False)
+    # Served by the parent once its pool is forked (the first children do not inherit the
+    # listening socket); the children's job counts reach it through multiprocess files.
+    worker_ready.connect(lambda **_: metrics.serve(settings, heartbeat.health), weak=False)
     return app
 
 

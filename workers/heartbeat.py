@@ -24,7 +24,8 @@ from collections.abc import Callable
 import redis
 
 from core.enums import DeviceType
-from core.names import WORKER_HEARTBEAT_S, RedisKeys, device_queues
+from core.health import Health
+from core.names import WORKER_HEARTBEAT_S, WORKER_HEARTBEAT_TTL_S, RedisKeys, device_queues
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class Heartbeat:
         self._stop = threading.Event()
         self._stalled_since: float | None = None
         self._received_then = 0
+        self._beat_at: float | None = None  # monotonic time of the last beat that landed
 
     def start(self) -> None:
         threading.Thread(target=self._run, name="heartbeat", daemon=True).start()
@@ -83,6 +85,20 @@ class Heartbeat:
         pipe.hset(self.keys.worker_info(self.device), self.member, json.dumps(info))
         pipe.zremrangebyscore(self.keys.workers(self.device), 0, now - 3600)
         pipe.execute()
+        self._beat_at = time.monotonic()
+
+    def health(self) -> Health:
+        """Healthy while the heartbeat says this worker consumes: it beat within the
+        heartbeat TTL (as the scheduler counts live workers) and its watchdog has not found
+        it stuck. Slots busy on long jobs are healthy: the beat goes on meanwhile."""
+        if self._stop.is_set():
+            return Health(False, "stopped consuming (stuck, or shutting down)")
+        if self._beat_at is None:
+            return Health(False, "not consuming yet")
+        silent_s = time.monotonic() - self._beat_at
+        if silent_s > WORKER_HEARTBEAT_TTL_S:
+            return Health(False, f"no heartbeat for {silent_s:.0f} s (Redis?)")
+        return Health(True, f"consuming; {self.busy()} of {self.concurrency} slots busy")
 
     def _stuck(self) -> bool:
         """True once messages waited with a slot free and nothing received for long."""
