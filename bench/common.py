@@ -140,3 +140,11 @@ def summary(values: list[float], unit: str = "ms", scale: float = 1000.0) -> str
         f"p50 {statistics.median(values) * scale:.1f} {unit}  "
         f"p95 {p(values, 0.95) * scale:.1f} {unit}  max {max(values) * scale:.1f} {unit}"
     )
+
+
+def rss_mb(pid: int) -> float:
+    """The resident set size of process `pid` (VmRSS), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise LookupError(f"no VmRSS for process {pid}")
