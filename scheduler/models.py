@@ -249,6 +249,8 @@ class Job(Base):
         # One index per list filter (GET /api/v2/jobs), within a project: a filter without
         # a maintained total is counted from its index alone.
         Index("ix_jobs_user", "user_id"),
+        # start_date, end_date: a batch's jobs share created_at, so this one stays tiny.
+        Index("ix_jobs_project_created_at", "project_id", "created_at"),
         Index("ix_jobs_project_runs", "project_id", "runs"),
         Index("ix_jobs_project_origin", "project_id", "origin"),
         Index("ix_jobs_parent", "parent_id"),
