@@ -175,6 +175,8 @@ def list_batches(
     count = select(func.count()).select_from(Batch).where(Batch.project_id.in_(projects), *where)
     total = session.scalar(count) or 0
     scopes = [Batch.project_id == p for p in projects]
+    if filters.id and projects:  # a few batches at most: one query sorts them
+        scopes = [Batch.project_id.in_(projects)]
     order = [BATCH_ORDER[order_by].key, "id"]
     items = _merged_page(session, Batch, scopes, where, order, direction, offset, limit)
     return Page(items, total, offset)
@@ -219,11 +221,15 @@ def _job_scopes(
 
     The parts are the caller's projects (narrowed by `project_id`), or, with `batch_id`,
     the batches asked for in those projects (a job is in its batch's project): a batch's
-    jobs are read through (batch_id, creation_order), whatever their age.
+    jobs are read through (batch_id, creation_order), whatever their age. Jobs asked for
+    by id are found by id, in one part.
     """
     others = job_conditions(replace(filters, project_id=[], batch_id=[]))
     if not filters.batch_id:
-        return [Job.project_id == p for p in projects], Job.project_id.in_(projects), others
+        anywhere = Job.project_id.in_(projects)
+        if filters.id:  # a few jobs at most: one query sorts them
+            return ([anywhere] if projects else []), anywhere, others
+        return [Job.project_id == p for p in projects], anywhere, others
     batches = list(
         session.scalars(
             select(Batch.id).where(Batch.id.in_(filters.batch_id), Batch.project_id.in_(projects))
