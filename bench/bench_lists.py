@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from bench.common import fleet, machine, p, rss_mb, services, wait_healthy
+from bench.common import fleet, machine, p, rss_mb, services, stop, wait_healthy
 from bench.dataset import Team, load_history, refresh_counts, team
 
 LIST_TARGET_MS = 30.0
@@ -242,7 +242,7 @@ def main() -> None:
                 rss_end = rss_mb(api_pid)
         finally:
             if procs is not None:
-                procs.stop()
+                stop(procs, svc.redis_url)
             svc.drop(url)
     print(f"{args.rounds} requests per filter, round-robin, limit 100, keep-alive")
     floor = jobs_list[1]  # GET /api/v2/jobs?id=<one job>: what any list costs at least

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import psycopg
+import redis
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,6 +115,15 @@ def fleet(database_url: str, redis_url: str, **env: str) -> tuple[Fleet, str]:
         **env,
     }
     return Fleet(full_env, workdir), f"http://127.0.0.1:{port}"
+
+
+def stop(procs: Fleet, redis_url: str) -> None:
+    """Stop the fleet's processes and delete the Redis keys of its namespace."""
+    procs.stop()
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=f"{procs.env['ATOMFLEET_NAMESPACE']}:*", count=1000))
+    if keys:
+        client.delete(*keys)
 
 
 def wait_healthy(client: httpx.Client, timeout_s: float = 60) -> None:
