@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import psycopg
+import redis
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,6 +119,15 @@ def fleet(database_url: str, redis_url: str, **env: str) -> tuple[Fleet, str]:
     return Fleet(full_env, workdir), f"http://127.0.0.1:{port}"
 
 
+def stop(procs: Fleet, redis_url: str) -> None:
+    """Stop the fleet's processes and delete the Redis keys of its namespace."""
+    procs.stop()
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=f"{procs.env['ATOMFLEET_NAMESPACE']}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
 def wait_healthy(client: httpx.Client, timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
@@ -142,3 +152,11 @@ def summary(values: list[float], unit: str = "ms", scale: float = 1000.0) -> str
         f"p50 {statistics.median(values) * scale:.1f} {unit}  "
         f"p95 {p(values, 0.95) * scale:.1f} {unit}  max {max(values) * scale:.1f} {unit}"
     )
+
+
+def rss_mb(pid: int) -> float:
+    """The resident set size of process `pid` (VmRSS), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise LookupError(f"no VmRSS for process {pid}")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
-from sqlalchemy import ColumnElement, Select, func, or_, select
+from sqlalchemy import ColumnElement, Select, Table, func, or_, select, union_all
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from core.enums import BatchStatus, DeviceType, JobOrigin, JobStatus, QueuePriority
@@ -148,25 +148,11 @@ def job_conditions(f: JobFilters) -> list[ColumnElement[bool]]:
     return where
 
 
-def _page(
-    session: Session,
-    query: Select[Any],
-    order: list[InstrumentedAttribute[Any]],
-    direction: Direction,
-    offset: int,
-    limit: int,
-    total: int | None,
-) -> Page[Any]:
-    """A page ordered by `order` (unique and indexed); `total` counted here when None."""
+def _check_window(offset: int, limit: int) -> None:
     if offset < 0:
         raise InvalidRequestError.single("offset", "must be 0 or more")
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidRequestError.single("limit", f"must be between 1 and {MAX_LIMIT}")
-    if total is None:
-        total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    ordering = [c.asc() if direction == Direction.ASC else c.desc() for c in order]
-    items = list(session.scalars(query.order_by(*ordering).offset(offset).limit(limit)))
-    return Page(items, total, offset)
 
 
 def list_batches(
@@ -181,11 +167,19 @@ def list_batches(
 ) -> Page[Batch]:
     if order_by not in BATCH_ORDER:
         raise InvalidRequestError.single("order_by", f"one of {', '.join(BATCH_ORDER)}")
-    query = select(Batch).where(
-        Batch.project_id.in_(project_ids_of(session, user_id)), *batch_conditions(filters)
-    )
-    order = [BATCH_ORDER[order_by], Batch.id]
-    return _page(session, query, order, direction, offset, limit, total=None)
+    _check_window(offset, limit)
+    projects = sorted(project_ids_of(session, user_id))
+    if filters.project_id:
+        projects = [p for p in projects if p in filters.project_id]
+    where = batch_conditions(replace(filters, project_id=[]))
+    count = select(func.count()).select_from(Batch).where(Batch.project_id.in_(projects), *where)
+    total = session.scalar(count) or 0
+    scopes = [Batch.project_id == p for p in projects]
+    if filters.id and projects:  # a few batches at most: one query sorts them
+        scopes = [Batch.project_id.in_(projects)]
+    order = [BATCH_ORDER[order_by].key, "id"]
+    items = _merged_page(session, Batch, scopes, where, order, direction, offset, limit)
+    return Page(items, total, offset)
 
 
 def list_jobs(
@@ -200,16 +194,87 @@ def list_jobs(
 ) -> Page[Job]:
     if order_by not in JOB_ORDER:
         raise InvalidRequestError.single("order_by", f"one of {', '.join(JOB_ORDER)}")
+    _check_window(offset, limit)
     projects = project_ids_of(session, user_id)
-    query = select(Job).where(Job.project_id.in_(projects), *job_conditions(filters))
-    # (batch_id, creation_order) is unique: with it every order is total, so pages never
-    # repeat or skip a job, and the default order is one index walk.
-    if order_by == "creation_order":
-        order = [Job.creation_order, Job.batch_id]
-    else:
-        order = [JOB_ORDER[order_by], Job.batch_id, Job.creation_order]
     total = maintained_job_total(session, projects, filters)
-    return _page(session, query, order, direction, offset, limit, total)
+    if filters.project_id:
+        projects = [p for p in projects if p in filters.project_id]
+    scopes, anywhere, where = _job_scopes(session, sorted(projects), filters)
+    if total is None:
+        count = select(func.count()).select_from(Job).where(anywhere, *where)
+        total = session.scalar(count) or 0
+    # (batch_id, creation_order) is unique: with it every order is total, so pages never
+    # repeat or skip a job, and the default order is one index walk per project.
+    if order_by == "creation_order":
+        order = ["creation_order", "batch_id"]
+    else:
+        order = [JOB_ORDER[order_by].key, "batch_id", "creation_order"]
+    items = _merged_page(session, Job, scopes, where, order, direction, offset, limit)
+    return Page(items, total, offset)
+
+
+def _job_scopes(
+    session: Session, projects: list[str], filters: JobFilters
+) -> tuple[list[ColumnElement[bool]], ColumnElement[bool], list[ColumnElement[bool]]]:
+    """Where the jobs may be: one condition per part of the list (each read in list
+    order through an index) and all of them in one; then what else they must match.
+
+    The parts are the caller's projects (narrowed by `project_id`), or, with `batch_id`,
+    the batches asked for in those projects (a job is in its batch's project): a batch's
+    jobs are read through (batch_id, creation_order), whatever their age. Jobs asked for
+    by id are found by id, in one part.
+    """
+    others = job_conditions(replace(filters, project_id=[], batch_id=[]))
+    if not filters.batch_id:
+        anywhere = Job.project_id.in_(projects)
+        if filters.id:  # a few jobs at most: one query sorts them
+            return ([anywhere] if projects else []), anywhere, others
+        return [Job.project_id == p for p in projects], anywhere, others
+    batches = list(
+        session.scalars(
+            select(Batch.id).where(Batch.id.in_(filters.batch_id), Batch.project_id.in_(projects))
+        )
+    )
+    anywhere = Job.batch_id.in_(batches)
+    return ([anywhere] if batches else []), anywhere, others
+
+
+def _merged_page(
+    session: Session,
+    entity: type[Batch] | type[Job],
+    scopes: list[ColumnElement[bool]],
+    where: list[ColumnElement[bool]],
+    order: list[str],
+    direction: Direction,
+    offset: int,
+    limit: int,
+) -> list[Any]:
+    """One page of the rows in `scopes` matching `where`, ordered by the columns `order`.
+
+    Lists are ordered within a project by the indexes (project_id, ..., created_at, ...),
+    so the page is merged from one ordered query per scope: a single query over several
+    projects would sort all their matches, or walk every project's rows in a global order.
+    The merge carries only the rows' ids and order keys; the page's rows are then read by
+    id, in the same statement.
+    """
+    table = cast(Table, entity.__table__)
+    names = list(dict.fromkeys(["id", *order]))
+
+    def ordering(columns: Any) -> list[ColumnElement[Any]]:
+        keys = [columns[name] for name in order]
+        return [c.asc() if direction == Direction.ASC else c.desc() for c in keys]
+
+    def of_scope(scope: ColumnElement[bool]) -> Select[Any]:
+        keys = select(*(table.c[name] for name in names)).where(scope, *where)
+        return keys.order_by(*ordering(table.c))
+
+    if not scopes:
+        return []
+    parts = [select(of_scope(s).limit(offset + limit).subquery()) for s in scopes]
+    merged = (parts[0] if len(parts) == 1 else union_all(*parts)).subquery()
+    keys = select(merged).order_by(*ordering(merged.c)).offset(offset).limit(limit).subquery()
+    page = select(entity).join(keys, entity.id == keys.c.id).order_by(*ordering(keys.c))
+    return list(session.scalars(page))
 
 
 # Filters whose total the store maintains (job_counts and the batches' counters).

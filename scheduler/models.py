@@ -195,16 +195,16 @@ class Batch(Base):
     count_canceled: Mapped[int] = mapped_column(Integer, default=0)
 
     __table_args__ = (
-        # Lists: newest first within the caller's projects; `id` makes the order unique.
+        # Lists: newest first within a project (one walk per project, merged);
+        # `id` makes the order unique.
         Index("ix_batches_project_created_id", "project_id", "created_at", "id"),
         Index("ix_batches_status", "status"),
         # One index per list filter (GET /api/v1/batches).
-        Index("ix_batches_created", "created_at"),
         Index("ix_batches_user", "user_id"),
         Index("ix_batches_device_type", "device_type"),
         Index("ix_batches_queue_priority", "queue_priority"),
         Index("ix_batches_open", "open"),
-        Index("ix_batches_jobs_count", "jobs_count"),
+        Index("ix_batches_project_jobs_count", "project_id", "jobs_count"),
         Index("ix_batches_parent", "parent_id"),
         Index(
             "ix_batches_id_prefix",
@@ -319,7 +319,8 @@ class Job(Base):
             sqlite_where=_DONE,
         ),
         # Lists: newest first within a project (and status); (batch_id, creation_order)
-        # makes the order unique, so a page never sorts a whole batch.
+        # makes the order unique, so a page never sorts a whole batch. A list over several
+        # projects merges one walk per project (scheduler.listing).
         Index("ix_jobs_project_created", "project_id", "created_at", "batch_id", "creation_order"),
         Index(
             "ix_jobs_project_status_created",
@@ -329,13 +330,20 @@ class Job(Base):
             "batch_id",
             "creation_order",
         ),
-        # One index per list filter (GET /api/v2/jobs).
-        Index("ix_jobs_created", "created_at"),
+        # One index per list filter (GET /api/v2/jobs), within a project: a filter without
+        # a maintained total is counted from its index alone.
         Index("ix_jobs_user", "user_id"),
-        Index("ix_jobs_runs", "runs"),
-        Index("ix_jobs_origin", "origin"),
+        # start_date, end_date: a batch's jobs share created_at, so this one stays tiny.
+        Index("ix_jobs_project_created_at", "project_id", "created_at"),
+        Index("ix_jobs_project_runs", "project_id", "runs"),
+        Index("ix_jobs_project_origin", "project_id", "origin"),
         Index("ix_jobs_parent", "parent_id"),
-        Index("ix_jobs_id_prefix", "id", postgresql_ops={"id": "varchar_pattern_ops"}),
+        Index(
+            "ix_jobs_project_id_prefix",
+            "project_id",
+            "id",
+            postgresql_ops={"id": "varchar_pattern_ops"},
+        ),
     )
 
 
