@@ -1,8 +1,8 @@
 """list indexes per project: counts of dates, runs, origin, id prefixes and batch sizes
 read indexes only
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-11-25 18:00:00
 
 Lists are read one ordered walk per project (scheduler.listing), and a filter without a
@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = '0004'
-down_revision = '0003'
+revision = '0006'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 
