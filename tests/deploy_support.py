@@ -177,7 +177,7 @@ def free_port() -> int:
 
 
 LABEL_VALUES = {
-    "device_type": ("EMU_MPS", "EMU_SV", "EMU_FREE", "FRESNEL"),
+    "device_type": ("EMU_MPS", "EMU_SV", "EMU_FREE", "EMU_FRESNEL", "FRESNEL"),
     "priority": ("HIGH", "MEDIUM", "LOW"),
     "route": ("/api/v1/batches", "/api/v2/jobs"),
     "method": ("POST", "GET"),

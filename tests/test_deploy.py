@@ -43,6 +43,8 @@ EXPECTED_ALERTS = {
     "AtomfleetApiErrorRatioHigh",
     "AtomfleetDeviceStalled",
 }
+# Served by default (core/catalog.py) but deployed only on demand (deploy/README.md).
+UNDEPLOYED_DEFAULT_DEVICES = {DeviceType.EMU_TN}  # the legacy name of EMU_MPS
 SECRET_SETTINGS = {"ATOMFLEET_DATABASE_URL", "ATOMFLEET_SECRET_KEY", "ATOMFLEET_QPU_TOKEN"}
 API_IMAGE, WORKER_IMAGE = (
     "registry.example.com/atomfleet/api",
@@ -199,6 +201,18 @@ def test_every_atomfleet_variable_in_deploy_is_a_setting_with_a_valid_value(
         Settings()  # raises on a value of the wrong type or a device outside the catalog
 
 
+def test_compose_and_kubernetes_deploy_every_default_device_and_their_qpus() -> None:
+    """A device the catalog serves by default gets a worker everywhere (EMU_TN aside)."""
+    defaults = {d.value for d, e in CATALOG.items() if e.enabled_by_default}
+    defaults -= {d.value for d in UNDEPLOYED_DEFAULT_DEVICES}
+    for where, env in (
+        ("compose", _compose()["services"]["api"]["environment"]),
+        ("10-config.yaml", _configmap()),
+    ):
+        expected = defaults | set(json.loads(env["ATOMFLEET_QPUS"]))
+        assert set(_deployed_devices(env["ATOMFLEET_DEVICES"])) == expected, where
+
+
 def test_the_awaited_pieces_are_still_missing() -> None:
     """Fails once the lead adds one: then remove it from the AWAITED_* sets above."""
     landed = [
@@ -230,7 +244,8 @@ def test_compose_starts_each_service_after_what_it_needs_and_checks_its_health()
     services = _compose()["services"]
     assert set(services) >= {
         "postgres", "redis", "migrate", "api", "scheduler", "qpu-simulator", "prometheus",
-        "grafana", "worker-emu-mps", "worker-emu-sv", "worker-emu-free", "worker-fresnel",
+        "grafana", "worker-emu-mps", "worker-emu-sv", "worker-emu-free", "worker-emu-fresnel",
+        "worker-fresnel",
     }  # fmt: skip
     for name, service in services.items():
         one_shot = service.get("restart") == "no"
