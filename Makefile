@@ -45,8 +45,14 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# Every figure is a ratio against a baseline measured in the same run (see README).
 bench: install
-	$(BIN)/python bench/bench_intake.py
+	$(BIN)/python -m bench.bench_intake
+	$(BIN)/python -m bench.bench_fleet
+	$(BIN)/python -m bench.bench_backlog
+	$(BIN)/python -m bench.bench_lists
+	$(BIN)/python -m bench.bench_metrics
+	$(BIN)/python -m bench.bench_estimates
 
 clean:
 	rm -rf $(VENV) .atomfleet .mypy_cache .ruff_cache .pytest_cache
