@@ -9,7 +9,8 @@ backlog cannot drain while it is measured. At each size:
   `Dispatcher._dispatch`'s transaction (rolled back, so every round sees the same
   backlog), for EMU_SV itself: one HIGH EMU_SV job waits ahead of the LOW ones, so
   `limit=1` takes it and `limit=64` (the largest window) takes it and 63 LOW jobs
-  (target: < 10 ms);
+  (target: < 10 ms); under both policies, `strict` (levels then FIFO, the dispatcher
+  before fair share) and `fair` (the default), the LOW backlog spread over 100 projects;
 - HIGH submit -> RUNNING: a real fleet (api, scheduler, a NOOP worker) takes a new HIGH
   NOOP job; its start time on the worker minus the time it was posted (target: within
   2x of the empty store's figure, measured first in the same run).
@@ -30,22 +31,27 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bench.common import Account, account, fleet, machine, p, services, stop, wait_healthy
 from bench.dataset import load_backlog, refresh_counts
+from core.config import Settings
 from core.enums import DeviceType
 from scheduler.db import make_engine, make_sessionmaker
 from scheduler.models import Job, utcnow
-from scheduler.policies.strict import StrictPriority
+from scheduler.policies import make_policy
+from scheduler.policies.base import Policy
 from tests.sequences import plain
 
 SIZES = (10_000, 100_000, 1_000_000)
+PROJECTS = 100  # the LOW backlog is spread evenly over this many projects
 WINDOW = 64  # Settings.dispatch_window_per_device: the most a decision ever takes
 DECISION_TARGET_MS = 10.0
 BLOCKS = 5
+POLICIES = ("strict", "fair")  # before fair share, and the default
 HEADERS = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
 
 
-def decision_times(sessions: sessionmaker[Session], limit: int, rounds: int) -> list[float]:
+def decision_times(
+    sessions: sessionmaker[Session], policy: Policy, limit: int, rounds: int
+) -> list[float]:
     """Seconds of `pick` + UPDATE for EMU_SV, each in its own transaction, rolled back."""
-    policy = StrictPriority()
     times = []
     for _ in range(rounds):
         with sessions() as session:
@@ -93,7 +99,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=30, help="HIGH jobs per size")
     args = parser.parse_args()
     print(f"machine: {machine()}")
-    rows: list[tuple[str, list[float], list[float], list[float]]] = []
+    rows: list[tuple[str, dict[str, list[float]], dict[str, list[float]], list[float]]] = []
     with services() as svc:
         url = svc.new_database()
         procs = None
@@ -114,50 +120,67 @@ def main() -> None:
                 wait_healthy(client)
                 load_backlog(db, user, 1, device="EMU_SV", priority="HIGH")
                 refresh_counts(db)
+                owners = [user] + [account(url) for _ in range(PROJECTS - 1)]
+                policies = {name: make_policy(Settings(policy=name)) for name in POLICIES}
                 for _ in range(5):
                     high_to_running(client, db, user)  # warm up
                 waiting = 0
                 for size in (0, *SIZES):
                     if size > waiting:
                         start = time.perf_counter()
-                        load_backlog(db, user, size - waiting, device="EMU_SV")
+                        for owner in owners:
+                            load_backlog(db, owner, (size - waiting) // PROJECTS,
+                                         device="EMU_SV")  # fmt: skip
                         refresh_counts(db)
                         waiting = size
                         print(f"  ({size:,d} LOW jobs waiting: written in "
                               f"{time.perf_counter() - start:.0f} s)", flush=True)  # fmt: skip
-                    decision_times(sessions, WINDOW, 10)  # warm up
-                    one: list[float] = []
-                    window: list[float] = []
+                    for policy in policies.values():
+                        decision_times(sessions, policy, WINDOW, 10)  # warm up
+                    one: dict[str, list[float]] = {name: [] for name in POLICIES}
+                    window: dict[str, list[float]] = {name: [] for name in POLICIES}
                     latencies = []
                     # in blocks, interleaved: a burst of load on the shared machine
                     # spoils one block, not a whole figure
                     for _ in range(BLOCKS):
-                        one += decision_times(sessions, 1, args.rounds // BLOCKS)
-                        window += decision_times(sessions, WINDOW, args.rounds // BLOCKS)
+                        for name, policy in policies.items():
+                            n = args.rounds // BLOCKS
+                            one[name] += decision_times(sessions, policy, 1, n)
+                            window[name] += decision_times(sessions, policy, WINDOW, n)
                         for _ in range(args.samples // BLOCKS):
                             latencies.append(high_to_running(client, db, user))
                             time.sleep(0.1)
-                    rows.append((f"{size:,d}" if size else "0 (empty)", one, window, latencies))
+                    label = f"{size:,d}" if size else "0 (empty)"
+                    rows.append((label, one, window, latencies))
             engine.dispose()
         finally:
             if procs is not None:
                 stop(procs, svc.redis_url)
             svc.drop(url)
-    print(f"dispatch decision: pick + UPDATE, {args.rounds} rounds each; HIGH NOOP job submit"
-          f" -> RUNNING on a real fleet, {args.samples} jobs each")  # fmt: skip
-    print(f"{'LOW jobs waiting':>18s} | {'decision, 1 job':>21s} | {'decision, 64 jobs':>21s}"
-          f" | {'HIGH submit -> RUNNING':>34s}")  # fmt: skip
+    print(f"dispatch decision: pick + UPDATE, {args.rounds} rounds each, LOW backlog over "
+          f"{PROJECTS} projects; HIGH NOOP job submit -> RUNNING on a real fleet (policy fair), "
+          f"{args.samples} jobs each")  # fmt: skip
+    print(f"{'LOW jobs waiting':>18s} | {'policy':6s} | {'decision, 1 job':>21s} | "
+          f"{'decision, 64 jobs':>21s} | {'HIGH submit -> RUNNING':>34s}")  # fmt: skip
     empty = p(rows[0][3], 0.5)
     for label, one, window, latencies in rows:
         ratio = p(latencies, 0.5) / empty
-        print(f"{label:>18s} | p50 {ms(one, 0.5)} p95 {ms(one, 0.95)} |"
-              f" p50 {ms(window, 0.5)} p95 {ms(window, 0.95)} |"
-              f" p50 {ms(latencies, 0.5)} p95 {ms(latencies, 0.95)} = {ratio:.2f}x")  # fmt: skip
-    worst = max(p(r[2], 0.5) for r in rows) * 1000
+        for name in POLICIES:
+            high = (f"p50 {ms(latencies, 0.5)} p95 {ms(latencies, 0.95)} = {ratio:.2f}x"
+                    if name == "fair" else "")  # fmt: skip
+            print(f"{label:>18s} | {name:6s} | p50 {ms(one[name], 0.5)} p95 "
+                  f"{ms(one[name], 0.95)} | p50 {ms(window[name], 0.5)} p95 "
+                  f"{ms(window[name], 0.95)} | {high}")  # fmt: skip
+    for name in POLICIES:
+        worst = max(p(r[2][name], 0.5) for r in rows) * 1000
+        verdict = "ok" if worst < DECISION_TARGET_MS else "MISS"
+        print(f"policy {name}: decision < {DECISION_TARGET_MS:.0f} ms (worst p50 {worst:.1f} ms:"
+              f" {verdict})")  # fmt: skip
     ratio = max(p(r[3], 0.5) for r in rows) / empty
-    print(f"targets: decision < {DECISION_TARGET_MS:.0f} ms (worst p50 {worst:.1f} ms: "
-          f"{'ok' if worst < DECISION_TARGET_MS else 'MISS'}); HIGH p50 within 2x of the empty"
-          f" store (worst {ratio:.2f}x: {'ok' if ratio <= 2 else 'MISS'})")  # fmt: skip
+    print(
+        f"HIGH p50 within 2x of the empty store (worst {ratio:.2f}x: "
+        f"{'ok' if ratio <= 2 else 'MISS'})"
+    )
 
 
 def ms(values: list[float], q: float) -> str:
