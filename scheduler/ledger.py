@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, event, select, tuple_
+from sqlalchemy import Float, Table, bindparam, event, func, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -30,6 +30,7 @@ from scheduler.state import move_job
 log = logging.getLogger(__name__)
 
 COUNTS = cast(Table, JobCount.__table__)
+USAGE = cast(Table, ProjectUsage.__table__)
 CountKey = tuple[str, str, DeviceType, int, JobStatus]
 
 
@@ -157,14 +158,9 @@ class Ledger:
         if not rows:
             return
         dialect = session.get_bind().dialect.name
-        insert = pg_insert if dialect == "postgresql" else sqlite_insert
-        stmt = insert(COUNTS).values(rows)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=list(_KEY_COLUMNS), set_={"n": COUNTS.c.n + stmt.excluded.n}
-        )
-        # One statement, its rows in key order: two transactions never wait on each other's
-        # counter rows in opposite orders.
-        session.connection().execute(stmt)
+        # One statement compiled once, executed for the rows in key order (one round trip):
+        # two transactions never wait on each other's counter rows in opposite orders.
+        session.connection().execute(_ADD_COUNTS[dialect], rows)
 
     def write_usage(self, session: Session, half_life_s: float) -> None:
         """Add the ended jobs' run time to their projects' decayed usage (after the counts:
@@ -173,6 +169,9 @@ class Ledger:
         if not keys:
             return
         now = utcnow()
+        if session.get_bind().dialect.name == "postgresql":
+            self._upsert_usage(session, keys, now, half_life_s)
+            return
         rows = {
             (u.project_id, u.device_type): u
             for u in session.scalars(
@@ -200,9 +199,66 @@ class Ledger:
         self.usage_jobs.clear()
         session.flush()
 
+    def _upsert_usage(
+        self,
+        session: Session,
+        keys: list[tuple[str, DeviceType]],
+        now: datetime,
+        half_life_s: float,
+    ) -> None:
+        """PostgreSQL: the decay and the sums in one statement (a round trip, not a locked
+        read, an update and a flush), its rows in key order."""
+        rows = [
+            {
+                "project_id": project_id,
+                "device_type": device,
+                "decayed_run_s": self.usage[(project_id, device)],
+                "decayed_at": now,
+                "jobs": self.usage_jobs[(project_id, device)],
+                "run_s": self.usage[(project_id, device)],
+                "half_life_s": half_life_s,
+            }
+            for project_id, device in keys
+        ]
+        session.connection().execute(_ADD_USAGE, rows)
+        self.usage.clear()
+        self.usage_jobs.clear()
+
 
 DEFAULT_HALF_LIFE_S = 24 * 3600.0
 _KEY_COLUMNS = ("project_id", "user_id", "device_type", "priority_rank", "status")
+
+
+def _add_counts(insert: Callable[[Table], Any]) -> Any:
+    stmt = insert(COUNTS)
+    return stmt.on_conflict_do_update(
+        index_elements=list(_KEY_COLUMNS), set_={"n": COUNTS.c.n + stmt.excluded.n}
+    )
+
+
+_ADD_COUNTS = {"postgresql": _add_counts(pg_insert), "sqlite": _add_counts(sqlite_insert)}
+
+
+def _add_usage() -> Any:
+    """PostgreSQL: decay the stored usage to now and add the new run time, in one upsert."""
+    stmt = pg_insert(USAGE)
+    elapsed = func.greatest(
+        0.0, func.extract("epoch", stmt.excluded.decayed_at - USAGE.c.decayed_at)
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=[USAGE.c.project_id, USAGE.c.device_type],
+        set_={
+            "decayed_run_s": USAGE.c.decayed_run_s
+            * func.power(0.5, elapsed / bindparam("half_life_s", type_=Float))
+            + stmt.excluded.decayed_run_s,
+            "decayed_at": stmt.excluded.decayed_at,
+            "jobs": USAGE.c.jobs + stmt.excluded.jobs,
+            "run_s": USAGE.c.run_s + stmt.excluded.run_s,
+        },
+    )
+
+
+_ADD_USAGE = _add_usage()
 
 
 def _sort_key(key: CountKey) -> tuple[str, str, str, int, str]:

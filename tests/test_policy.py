@@ -5,16 +5,21 @@ positions."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
 
+import pytest
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import Settings
 from core.enums import DeviceType, JobStatus, QueuePriority
 from scheduler import projects
+from scheduler.db import make_engine, make_sessionmaker
 from scheduler.intake import Caller, Intake
 from scheduler.ledger import ledger, lock_batches, lock_jobs
+from scheduler.migrate import upgrade
 from scheduler.models import Job, ProjectUsage, utcnow
 from scheduler.policies.fair_share import FairShare
 from scheduler.policies.strict import StrictPriority
@@ -68,6 +73,22 @@ def finish(sessions: sessionmaker[Session], job_ids: list[str], run_s: float, at
             book.move(batches[job.batch_id], job, JobStatus.DONE, at)
 
 
+@pytest.fixture(params=["postgresql", "sqlite"])
+def store(
+    request: pytest.FixtureRequest, sessions: sessionmaker[Session], tmp_path: Path
+) -> Iterator[tuple[sessionmaker[Session], Account]]:
+    """The shared PostgreSQL store, or a fresh embedded SQLite one (usage is written by one
+    upsert on the first, by a locked read and an update on the second)."""
+    if request.param == "postgresql":
+        yield sessions, make_account(sessions)
+        return
+    engine = make_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    upgrade(engine)
+    local = make_sessionmaker(engine)
+    yield local, make_account(local)
+    engine.dispose()
+
+
 def test_levels_come_first_then_first_in_first_out(
     sessions: sessionmaker[Session], account: Account
 ) -> None:
@@ -81,8 +102,9 @@ def test_levels_come_first_then_first_in_first_out(
 
 
 def test_two_projects_of_equal_weight_alternate_and_two_to_one_weights_get_two_to_one(
-    sessions: sessionmaker[Session], account: Account
+    store: tuple[sessionmaker[Session], Account],
 ) -> None:
+    sessions, account = store
     other = make_account(sessions)
     mine, theirs = set(submit(sessions, account, 60)), set(submit(sessions, other, 60))
     policy = FairShare(half_life_s=3600)
@@ -101,8 +123,9 @@ def test_two_projects_of_equal_weight_alternate_and_two_to_one_weights_get_two_t
 
 
 def test_the_project_that_used_the_device_less_recently_goes_first(
-    sessions: sessionmaker[Session], account: Account
+    store: tuple[sessionmaker[Session], Account],
 ) -> None:
+    sessions, account = store
     other = make_account(sessions)
     now = utcnow()
     heavy = submit(sessions, account, 3)
@@ -168,3 +191,25 @@ def test_the_order_read_without_locks_is_the_order_dispatched(
     with sessions() as session:
         read = [r.id for r in policy.pick(session, DEVICE, 100, now, lock=False)]
     assert read == order(sessions, policy, 100, now)
+
+
+def test_usage_decays_with_its_half_life_between_writes(
+    store: tuple[sessionmaker[Session], Account],
+) -> None:
+    sessions, account = store
+    jobs = submit(sessions, account, 2)
+    # Given a project that ran 1000 s, a day (one default half-life) ago
+    finish(sessions, jobs[:1], 1000, utcnow())
+    with sessions.begin() as session:
+        usage = session.get(ProjectUsage, (account.project_id, DEVICE))
+        assert usage is not None and usage.decayed_run_s == pytest.approx(1000)
+        usage.decayed_at -= 24 * HOUR
+    # When it runs 100 s more
+    finish(sessions, jobs[1:], 100, utcnow())
+    # Then its recent usage is half the old plus the new; its totals are plain sums
+    with sessions() as session:
+        usage = session.get(ProjectUsage, (account.project_id, DEVICE))
+        assert usage is not None
+        assert usage.decayed_run_s == pytest.approx(600, rel=1e-3)
+        assert (usage.jobs, usage.run_s) == (2, pytest.approx(1100))
+        assert abs((utcnow() - usage.decayed_at).total_seconds()) < 60

@@ -10,7 +10,8 @@ from workers.events import EventPublisher
 
 
 class ProgressReporter:
-    """Publishes progress when it grows, at most every `interval_s` (100 always goes out)."""
+    """Publishes progress when it grows, at most every `interval_s`. 100 is never sent: the
+    job's final event (DONE) says it, one event per job fewer."""
 
     def __init__(
         self, publisher: EventPublisher, spec: JobSpec, started_at: float, interval_s: float
@@ -25,9 +26,7 @@ class ProgressReporter:
     def __call__(self, percent: int) -> None:
         percent = max(0, min(100, int(percent)))
         now = time.monotonic()
-        if percent <= self.last_sent:
-            return
-        if percent < 100 and now - self.last_at < self.interval_s:
+        if percent <= self.last_sent or percent >= 100 or now - self.last_at < self.interval_s:
             return
         self.last_sent, self.last_at = percent, now
         event = JobEvent(

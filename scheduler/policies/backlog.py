@@ -1,8 +1,8 @@
 """A device's backlog as queues, one per (level, project), each first in first out.
 
 Read from the `ix_jobs_backlog` index (device, level, project, age): the distinct
-(level, project) pairs by a skip scan (one index seek per pair), then each queue's
-oldest jobs in small chunks. A policy pops from the queues in its own order; what it
+(level, project) pairs by a skip scan (one index seek per pair; `base.waiting`), then
+each queue's oldest jobs in small chunks. A policy pops from the queues in its own order; what it
 costs depends on the jobs it takes and the number of projects waiting, never on the
 size of the backlog.
 
@@ -46,6 +46,7 @@ class Backlog:
         now: datetime,
         aging_s: Mapping[QueuePriority, float],
         lock: bool,
+        pairs: list[tuple[int, str]],
         chunk: int = 64,
     ) -> None:
         self.session = session
@@ -54,7 +55,7 @@ class Backlog:
         self.aging_s = aging_s
         self.lock = lock
         self.chunk = chunk
-        self.queues = [Queue(rank, project) for rank, project in self._pairs()]
+        self.queues = [Queue(rank, project) for rank, project in pairs]
 
     def _where(self) -> list[Any]:
         return [
@@ -62,20 +63,6 @@ class Backlog:
             Job.status == JobStatus.PENDING,
             Job.dispatched_at.is_(None),
         ]
-
-    def _pairs(self) -> list[tuple[int, str]]:
-        """The distinct (level, project) pairs with backlog: a skip scan of the index."""
-        pairs: list[tuple[int, str]] = []
-        while True:
-            query = select(Job.priority_rank, Job.project_id).where(*self._where())
-            if pairs:
-                query = query.where(tuple_(Job.priority_rank, Job.project_id) > pairs[-1])
-            row = self.session.execute(
-                query.order_by(Job.priority_rank, Job.project_id).limit(1)
-            ).first()
-            if row is None:
-                return pairs
-            pairs.append((int(row[0]), str(row[1])))
 
     def head(self, queue: Queue) -> Row[Any] | None:
         if not queue.rows and not queue.exhausted:

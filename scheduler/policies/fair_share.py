@@ -14,14 +14,12 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, select
+from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
 from core.enums import DeviceType, QueuePriority
-from scheduler.models import ProjectUsage
 from scheduler.policies.backlog import Backlog
-from scheduler.policies.base import ProjectState, project_states
-from scheduler.projects import decayed
+from scheduler.policies.base import ProjectState, waiting
 
 
 class FairShare:
@@ -38,16 +36,13 @@ class FairShare:
     def pick(
         self, session: Session, device: DeviceType, limit: int, now: datetime, lock: bool = True
     ) -> list[Row[Any]]:
-        backlog = Backlog(session, device, now, self.aging_s, lock, chunk=min(limit, 64))
-        projects = {q.project_id for q in backlog.queues}
-        states = project_states(session, device, projects)
-        used = self._usage(session, device, projects, now)
-        each = self.expected_run_s(session, device)
+        found = waiting(session, device, now, self.half_life_s)
+        backlog = Backlog(session, device, now, self.aging_s, lock, found.pairs, min(limit, 64))
+        states = found.states
+        each = self.expected_run_s(session, device) if states else 0.0
 
         def standing(state: ProjectState, project_id: str) -> float:
-            return (used.get(project_id, 0.0) + (state.in_flight + state.picked) * each) / (
-                state.weight
-            )
+            return (state.usage_s + (state.in_flight + state.picked) * each) / state.weight
 
         picked: list[Row[Any]] = []
         while len(picked) < limit:
@@ -67,15 +62,3 @@ class FairShare:
             picked.append(backlog.pop(queue))
             states[queue.project_id].picked += 1
         return picked
-
-    def _usage(
-        self, session: Session, device: DeviceType, projects: set[str], now: datetime
-    ) -> dict[str, float]:
-        if not projects:
-            return {}
-        rows = session.scalars(
-            select(ProjectUsage).where(
-                ProjectUsage.device_type == device, ProjectUsage.project_id.in_(projects)
-            )
-        )
-        return {u.project_id: decayed(u, now, self.half_life_s) for u in rows}

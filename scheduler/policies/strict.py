@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from core.enums import DeviceType, QueuePriority
 from scheduler.policies.backlog import Backlog
-from scheduler.policies.base import project_states
+from scheduler.policies.base import waiting
 
 
 class StrictPriority:
@@ -22,8 +22,9 @@ class StrictPriority:
     def pick(
         self, session: Session, device: DeviceType, limit: int, now: datetime, lock: bool = True
     ) -> list[Row[Any]]:
-        backlog = Backlog(session, device, now, self.aging_s, lock, chunk=min(limit, 64))
-        states = project_states(session, device, {q.project_id for q in backlog.queues})
+        found = waiting(session, device, now)
+        backlog = Backlog(session, device, now, self.aging_s, lock, found.pairs, min(limit, 64))
+        states = found.states
         picked: list[Row[Any]] = []
         while len(picked) < limit:
             ready = []
