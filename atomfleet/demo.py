@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.enums import DeviceType
+
 DEMO_VARIABLES = [
     {"omega": 3.0, "duration": 400},
     {"omega": 6.0, "duration": 800},
     {"omega": 9.0, "duration": 1200},
 ]
-DEMO_DEVICES = ["EMU_MPS", "EMU_SV", "EMU_FREE", "FRESNEL"]
+DEMO_DEVICES = [DeviceType.EMU_MPS, DeviceType.EMU_SV, DeviceType.EMU_FREE, DeviceType.FRESNEL]
 
 
 def demo_sequence() -> str:

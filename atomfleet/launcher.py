@@ -1,5 +1,6 @@
-"""`atomfleet run`: services, migrations, API, scheduler and one worker per emulator on this
-machine, then a demo batch per emulator with live progress bars, until Ctrl-C."""
+"""`atomfleet run`: services, migrations, API, scheduler, a simulated QPU unless a real one is
+configured, and one worker per device type served on this machine, then a demo batch per
+device with live progress bars, until Ctrl-C."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from typing import Any
 
 from atomfleet.demo import DEMO_DEVICES, demo_request, demo_sequence
 from atomfleet.services import ServiceError, ensure_redis, free_port
+from core.catalog import DeviceKind, entry
 from core.config import Settings
+from core.enums import DeviceType
 
 TERMINAL = {"DONE", "ERROR", "CANCELED"}
 
@@ -135,9 +138,12 @@ def run(settings: Settings, demo: bool = True) -> int:
         "PYTHONUNBUFFERED": "1",
     }
     simulator_port = 0
+    devices = list(settings.devices)
     if not settings.qpus:  # no real QPU configured: serve a simulated FRESNEL
         simulator_port = free_port()
-        env["ATOMFLEET_QPUS"] = json.dumps({"FRESNEL": f"http://127.0.0.1:{simulator_port}"})
+        simulated = {DeviceType.FRESNEL: f"http://127.0.0.1:{simulator_port}"}
+        env["ATOMFLEET_QPUS"] = json.dumps(simulated)
+        devices = Settings(qpus=simulated).devices  # FRESNEL, unless ATOMFLEET_DEVICES omits it
     print(f"atomfleet: Redis at {redis_service.url}")
     print(f"atomfleet: database at {settings.resolved_database_url()}")
     fleet = Fleet(env, log_dir)
@@ -147,7 +153,7 @@ def run(settings: Settings, demo: bool = True) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGHUP, _interrupt)
     try:
-        return _run(settings, env, fleet, simulator_port, demo)
+        return _run(settings, env, fleet, devices, simulator_port, demo)
     except KeyboardInterrupt:
         return 0
     finally:
@@ -172,7 +178,12 @@ def _say(text: str) -> None:
 
 
 def _run(
-    settings: Settings, env: dict[str, str], fleet: Fleet, simulator_port: int, demo: bool
+    settings: Settings,
+    env: dict[str, str],
+    fleet: Fleet,
+    devices: list[DeviceType],
+    simulator_port: int,
+    demo: bool,
 ) -> int:
     subprocess.run([sys.executable, "-m", "atomfleet", "migrate"], env=env, check=True)
     boot = subprocess.run(
@@ -185,10 +196,10 @@ def _run(
     if simulator_port:
         fleet.start("qpu-simulator", "qpu-simulator", "--port", str(simulator_port))
         print(f"atomfleet: a simulated FRESNEL QPU on http://127.0.0.1:{simulator_port}")
-    ports = metrics_ports(settings, len(DEMO_DEVICES))
+    ports = metrics_ports(settings, len(devices))
     fleet.start("api")
     fleet.start("scheduler", "scheduler", "--metrics-port", str(ports[0]))
-    for device, port in zip(DEMO_DEVICES, ports[1:], strict=True):
+    for device, port in zip(devices, ports[1:], strict=True):
         fleet.start(
             f"worker-{device}", "worker", "--device", device, "--metrics-port", str(port),
             restart=True,
@@ -200,9 +211,10 @@ def _run(
         f"atomfleet: scheduler metrics on :{ports[0]}, workers' on "
         f"{', '.join(f':{p}' for p in ports[1:])} (/metrics, /healthz)"
     )
+    print(f"atomfleet: workers for {', '.join(devices)}")
     print(f"atomfleet: demo token {account['token']} for project {account['project_id']}")
     if demo:
-        _demo(client, account["project_id"], fleet)
+        _demo(client, account["project_id"], fleet, [d for d in DEMO_DEVICES if d in devices])
     print("atomfleet: serving; press Ctrl-C to stop")
     while not fleet.dead():
         for name in fleet.supervise():
@@ -245,15 +257,16 @@ def _wait_healthy(client: Client, fleet: Fleet, timeout_s: float = 60) -> None:
             time.sleep(0.3)
 
 
-def _demo(client: Client, project_id: str, fleet: Fleet) -> None:
+def _demo(client: Client, project_id: str, fleet: Fleet, devices: list[DeviceType]) -> None:
     sequence = demo_sequence()
     deadline = time.monotonic() + 60
-    while "FRESNEL" not in client.call("GET", "/api/v1/devices/specs"):
-        if time.monotonic() > deadline:  # the scheduler reads the QPU's specs every second
-            raise SystemExit("atomfleet: the FRESNEL QPU did not answer; see the logs")
-        time.sleep(0.3)
+    for qpu in (d for d in devices if entry(d).kind == DeviceKind.QPU):
+        while qpu not in client.call("GET", "/api/v1/devices/specs"):
+            if time.monotonic() > deadline:  # the scheduler reads the QPU's specs every second
+                raise SystemExit(f"atomfleet: the {qpu} QPU did not answer; see the logs")
+            time.sleep(0.3)
     batches = []
-    for device in DEMO_DEVICES:
+    for device in devices:
         batch = client.call("POST", "/api/v1/batches", demo_request(project_id, device, sequence))
         batches.append(batch)
         print(f"atomfleet: submitted batch {batch['id']} ({len(batch['jobs'])} jobs) to {device}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from datetime import UTC, datetime
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from sqlalchemy.engine import make_url
@@ -28,7 +29,7 @@ from scheduler.fleet_state import (
 )
 
 COLUMNS = (
-    ("device", 11), ("state", 8), ("workers", 8), ("slots busy/all", 15),
+    ("device", 13), ("state", 8), ("workers", 8), ("slots busy/all", 15),
     *((f"wait {priority_label(r)}", 12) for r in RANKS), ("running", 8), ("oldest waiting", 0),
 )  # fmt: skip
 
@@ -36,6 +37,7 @@ COLUMNS = (
 def print_status(settings: Settings) -> int:
     """Print the status; 1 (with the reason on stderr) when the store or Redis cannot be read."""
     url = make_url(settings.resolved_database_url()).render_as_string(hide_password=True)
+    redis_url = hide_password(settings.redis_url)
     engine = engine_from_settings(settings)
     try:
         with make_sessionmaker(engine)() as session:
@@ -52,14 +54,14 @@ def print_status(settings: Settings) -> int:
         fleet = read_fleet(client, keys, devices)
         backlog = events_backlog(client, keys)
     except redis.RedisError as exc:
-        print(f"atomfleet status: cannot read Redis at {settings.redis_url}: {exc}",
+        print(f"atomfleet status: cannot read Redis at {redis_url}: {exc}",
               file=sys.stderr)  # fmt: skip
         return 1
     finally:
         client.close()
     now = datetime.now(UTC)
     print(f"atomfleet status at {now:%Y-%m-%d %H:%M:%S} UTC")
-    print(f"store {url}, Redis {settings.redis_url}, namespace {settings.namespace}\n")
+    print(f"store {url}, Redis {redis_url}, namespace {settings.namespace}\n")
     print(_row([name for name, _ in COLUMNS]))
     for device in devices:
         print(_row(_cells(device, store, fleet[device], now)))
@@ -84,9 +86,19 @@ def _cells(device: DeviceType, store: StoreState, fleet: DeviceFleet, now: datet
 
 def _row(cells: list[str]) -> str:
     return "".join(
-        cell.ljust(width) if width else cell
+        (cell + " ").ljust(width) if width else cell
         for cell, (_, width) in zip(cells, COLUMNS, strict=True)
     ).rstrip()
+
+
+def hide_password(url: str) -> str:
+    """The URL with its password (if any) shown as ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = f"{parts.username}:" if parts.username else ":"
+    return urlunsplit(parts._replace(netloc=f"{user}***@{netloc}"))
 
 
 def duration(seconds: float) -> str:

@@ -142,7 +142,7 @@ def test_status_shows_jobs_workers_and_the_oldest_wait_per_device(
         "ATOMFLEET_DATABASE_URL": settings.database_url,
         "ATOMFLEET_REDIS_URL": settings.redis_url,
         "ATOMFLEET_NAMESPACE": settings.namespace,
-        "ATOMFLEET_DEVICES": '["EMU_SV", "EMU_MPS"]',
+        "ATOMFLEET_DEVICES": '["EMU_SV", "EMU_MPS", "EMU_FRESNEL"]',
     }
     # When an operator asks for the status
     run = subprocess.run(
@@ -157,6 +157,7 @@ def test_status_shows_jobs_workers_and_the_oldest_wait_per_device(
     assert rows["EMU_SV"][:8] == ["EMU_SV", "UP", "2", "1/3", "2", "0", "2", "1"]
     assert rows["EMU_SV"][8:] == ["1h", "00m"] or rows["EMU_SV"][8] == "59m"
     assert rows["EMU_MPS"] == ["EMU_MPS", "DOWN", "0", "0/0", "0", "0", "0", "0", "-"]
+    assert rows["EMU_FRESNEL"][:2] == ["EMU_FRESNEL", "DOWN"]  # the longest name has its column
     assert "batches open (PENDING or RUNNING): 2" in run.stdout
     assert "worker events not yet applied: 1" in run.stdout
     assert settings.database_url.split("@")[-1] in run.stdout
@@ -171,6 +172,18 @@ def test_status_says_which_backing_service_it_cannot_read(tmp_path: Path) -> Non
     )  # fmt: skip
     assert run.returncode == 1
     assert "cannot read the store" in run.stderr and "secret" not in run.stderr
+
+
+def test_status_never_prints_the_redis_password(settings: Settings) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "atomfleet", "status"],
+        env={**os.environ, "ATOMFLEET_DATABASE_URL": settings.database_url,
+             "ATOMFLEET_REDIS_URL": "redis://:hunter2@127.0.0.1:1/0"},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 1
+    assert "cannot read Redis at redis://:***@127.0.0.1:1/0" in run.stderr
+    assert "hunter2" not in run.stderr + run.stdout
 
 
 @pytest.mark.parametrize(

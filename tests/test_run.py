@@ -48,8 +48,12 @@ def test_atomfleet_run_shows_the_demo_done_and_stops_cleanly(
         assert output.count("top bitstrings") == 12
         assert "100% DONE" in output  # the progress bars reached the end
         namespace = f"ATOMFLEET_NAMESPACE={env['ATOMFLEET_NAMESPACE']}"
-        # run, the QPU simulator, api, scheduler, 4 workers
-        assert len(processes_with(namespace)) >= 8
+        # every device served has a worker, EMU_TN and EMU_FRESNEL included
+        assert "atomfleet: workers for EMU_MPS, EMU_TN, EMU_SV, EMU_FREE, EMU_FRESNEL, FRESNEL" in (
+            output
+        )
+        # run, the QPU simulator, api, scheduler, 6 workers
+        assert len(processes_with(namespace)) >= 10
     finally:
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=60)
