@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 from uuid import UUID
@@ -32,11 +33,14 @@ def clean_text(value: str) -> str:
 
 
 def clean_tree(value: Any, depth: int = 0) -> Any:
-    """`clean_text` on every key and string of a JSON value, at most MAX_DEPTH deep."""
+    """`clean_text` on every key and string of a JSON value, at most MAX_DEPTH deep; only
+    finite numbers (JSON has no NaN or Infinity, though parsers accept them)."""
     if depth > MAX_DEPTH:
         raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
     if isinstance(value, str):
         clean_text(value)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"must hold finite numbers only, not {value}")
     elif isinstance(value, dict):
         for key, item in value.items():
             clean_text(key)

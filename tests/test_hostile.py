@@ -224,6 +224,35 @@ def test_a_plain_body_over_the_cap_is_refused_while_it_streams(
     assert small.status_code == 413  # other routes get the small cap (1 MiB)
 
 
+@pytest.mark.parametrize(
+    ("fragment", "field"),
+    [
+        ('"configuration": {"dt": NaN}', "configuration"),
+        ('"configuration": {"a": [1, Infinity]}', "configuration"),
+        ('"jobs": [{"runs": 10, "variables": {"omega": -Infinity, "duration": 300}}]', "jobs[0]"),
+    ],
+)
+def test_nan_and_infinity_are_refused_and_nothing_is_written(
+    api: TestFleet, user: Account, pg_engine: Engine, fragment: str, field: str
+) -> None:
+    """JSON has no NaN or Infinity, but parsers accept them: never stored, never a 500."""
+    before = rows(pg_engine, user)
+    body = {"project_id": user.project_id, "device_type": "EMU_SV",
+            "sequence_builder": parametrized_sweep(3),
+            "jobs": [{"runs": 10, "variables": {"omega": 5.0, "duration": 300}}]}  # fmt: skip
+    key = fragment.split(":", 1)[0].strip('"')
+    body.pop(key, None)
+    raw = json.dumps(body)[:-1] + ", " + fragment + "}"
+    response = api.http.post(
+        "/api/v1/batches",
+        content=raw.encode(),
+        headers={**user.headers, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 422, response.text
+    assert description(response).startswith(field), description(response)
+    assert rows(pg_engine, user) == before
+
+
 # --- malformed input: 4xx with the field named, and the connection still usable --------------
 
 MISSING = "00000000-0000-0000-0000-000000000000"
