@@ -93,6 +93,13 @@ class Intake:
         self.specs = specs
         self.enabled_devices = frozenset(settings.devices)
 
+    def check_served(self, device_type: DeviceType) -> None:
+        if device_type not in self.enabled_devices:
+            served = ", ".join(sorted(d.value for d in self.enabled_devices))
+            raise InvalidRequestError.single(
+                "device_type", f"{device_type.value} is not served here (available: {served})"
+            )
+
     def create_batch(
         self, session: Session, request: CreateBatchRequest, caller: Caller
     ) -> Submission:
@@ -141,11 +148,7 @@ class Intake:
             else None
         )
         device_type = request.device_type or self._infer_device_type(request)
-        if device_type not in self.enabled_devices:
-            served = ", ".join(sorted(d.value for d in self.enabled_devices))
-            raise InvalidRequestError.single(
-                "device_type", f"{device_type.value} is not served here (available: {served})"
-            )
+        self.check_served(device_type)
         target, limits = self._target(device_type)
         builder = None
         if builder_shape is not None:

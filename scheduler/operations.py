@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from core.enums import ENDED_BATCH_STATUSES, BatchStatus, JobStatus
 from core.errors import ConflictError, InvalidRequestError
-from scheduler import queries
+from scheduler import queries, quotas
 from scheduler.intake import Caller, Intake, job_row, new_batch, persist, set_tags
 from scheduler.ledger import ledger, lock_batches, lock_jobs
 from scheduler.listing import JobFilters, job_conditions
@@ -142,9 +142,13 @@ def cancel_jobs(
     return _cancel_locked(session, batch, active, utcnow()), errors
 
 
-def rebatch(session: Session, user_id: str, batch_id: str, filters: JobFilters) -> Batch:
-    """A new closed batch re-running the jobs of `batch_id` that match `filters`."""
+def rebatch(
+    session: Session, intake: Intake, user_id: str, batch_id: str, filters: JobFilters
+) -> Batch:
+    """A new closed batch re-running the jobs of `batch_id` that match `filters`: a
+    submission like any other (its device still served, the project's quotas)."""
     old = queries.get_batch(session, user_id, batch_id)
+    intake.check_served(old.device_type)
     jobs = session.execute(
         select(Job.id, Job.runs, Job.variables, Job.sequence, Job.atoms, Job.duration_ns)
         .where(Job.batch_id == old.id, *job_conditions(filters))
@@ -152,6 +156,7 @@ def rebatch(session: Session, user_id: str, batch_id: str, filters: JobFilters) 
     ).all()
     if not jobs:
         raise InvalidRequestError.single("filters", "no job of the batch matches them")
+    quotas.check(session, old.project_id, "filters", batch_jobs=len(jobs), new_jobs=len(jobs))
     new = new_batch(
         project_id=old.project_id,
         user_id=user_id,

@@ -13,13 +13,14 @@ from fastapi.testclient import TestClient
 from pulser.devices import MockDevice
 from pulser.json.abstract_repr.deserializer import deserialize_device
 from sqlalchemy import update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
 from core.config import Settings
 from core.enums import DeviceType, EventKind
 from core.messages import JobEvent, JobResult
-from scheduler import accounts
+from scheduler import accounts, operations
 from scheduler.events import apply_events
 from scheduler.models import Batch, Job
 from tests.conftest import Account, make_account
@@ -340,6 +341,37 @@ def test_batches_are_canceled_in_bulk_with_errors_keyed_by_id(
     assert all(uuid.UUID(key) for key in data["errors"])
 
 
+def test_a_store_failure_after_a_bulk_cancel_committed_is_reported_per_batch_not_a_5xx(
+    client: TestClient, account: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = create(client, account), create(client, account)
+    real = operations.cancel_batch
+
+    def failing_on_the_second(session: Session, user_id: str, batch_id: str) -> Batch:
+        if batch_id == second["id"]:
+            raise OperationalError("UPDATE batches", {}, Exception("connection lost"))
+        return real(session, user_id, batch_id)
+
+    monkeypatch.setattr(operations, "cancel_batch", failing_on_the_second)
+    response = client.patch(
+        "/api/v1/batches/cancel",
+        json={"batch_ids": [first["id"], second["id"]]},
+        headers=account.headers,
+    )
+    assert response.status_code == 200, response.text  # the first cancel committed
+    data = response.json()["data"]
+    assert [b["id"] for b in data["batches"]] == [first["id"]]
+    assert "unavailable" in data["errors"][second["id"]]
+    # the same failure before anything was written is a 503 the client may retry
+    response = client.patch(
+        "/api/v1/batches/cancel", json={"batch_ids": [second["id"]]}, headers=account.headers
+    )
+    assert response.status_code == 503
+    monkeypatch.undo()
+    status = get(client, account, f"/api/v1/batches/{second['id']}/status")["data"]["status"]
+    assert status == "PENDING"
+
+
 def test_a_batch_s_jobs_are_canceled_by_filter(
     client: TestClient, account: Account, sessions: sessionmaker[Session]
 ) -> None:
@@ -429,6 +461,8 @@ def test_device_specs_are_pulser_devices_carrying_the_limits(
     fresnel = deserialize_device(specs.pop("EMU_FRESNEL"))
     assert fresnel.name == "EMU_FRESNEL" and fresnel.max_runs == 2000
     assert fresnel.requires_layout
+    # the QPU's 80 atoms, tightened to what the emulator accepts (so Pulser refuses it first)
+    assert fresnel.max_atom_num == settings.limits(DeviceType.EMU_FRESNEL).max_atoms == 50
     for name, text in specs.items():
         device = deserialize_device(text)
         limits = settings.limits(DeviceType(name))

@@ -215,6 +215,11 @@ def test_a_submission_over_the_waiting_quota_is_a_429_and_writes_nothing(
     assert too_many.status_code == 429
     assert "quota of 5 waiting jobs (4 are waiting)" in too_many.text
     assert too_many.headers["Retry-After"] == "60"
+    # a rebatch is a submission too: its 4 jobs would make 8 waiting
+    rebatch = fleet.http.post(f"/api/v1/batches/{first.json()['data']['id']}/rebatch",
+                              headers=a.headers)  # fmt: skip
+    assert rebatch.status_code == 429, rebatch.text
+    assert "quota of 5 waiting jobs (4 are waiting)" in rebatch.text
     assert count_batches() == 1
 
 

@@ -7,11 +7,13 @@ the event loop.
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Body, Request
 from pydantic import BaseModel, Field, TypeAdapter
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
@@ -34,6 +36,8 @@ from scheduler.listing import Direction
 from scheduler.state import jobs_count_per_status
 from scheduler.submissions import CreateBatchRequest, JobIn, TagList
 from scheduler.wire import batch_dict, delivery_dict, job_dict
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["batches"])
 _JOBS = TypeAdapter(list[JobIn])
@@ -179,7 +183,11 @@ class CancelBatches(BaseModel):
 
 @router.patch("/api/v1/batches/cancel", summary="Cancel Batches", responses=doc(BatchCancellation))
 def cancel_batches(user_id: UserDep, body: CancelBatches, svc: ServicesDep) -> Response:
-    """Cancel several batches: `{"batches": [...], "errors": {batch_id: reason}}`."""
+    """Cancel several batches: `{"batches": [...], "errors": {batch_id: reason}}`.
+
+    Each batch is canceled in its own transaction. Once one is, a store failure on another
+    is reported in `errors` (never a 5xx after a write: clients retry those).
+    """
     batches, errors = [], {}
     for batch_id in dict.fromkeys(str(b) for b in body.batch_ids):
         try:
@@ -187,6 +195,11 @@ def cancel_batches(user_id: UserDep, body: CancelBatches, svc: ServicesDep) -> R
                 batches.append(batch_dict(operations.cancel_batch(session, user_id, batch_id)))
         except AtomfleetError as exc:
             errors[batch_id] = str(exc)
+        except SQLAlchemyError:
+            if not batches:
+                raise  # nothing written yet: 503, and the client may retry
+            log.exception("cancel of batch %s failed after others were canceled", batch_id)
+            errors[batch_id] = "the store is unavailable; cancel it again"
     return success({"batches": batches, "errors": errors})
 
 
@@ -208,14 +221,14 @@ def cancel_jobs(
 @router.post(
     "/api/v1/batches/{batch_id}/rebatch",
     summary="Rebatch",
-    responses=doc(BatchOut, errors=(401, 404)),
+    responses=doc(BatchOut, errors=(401, 404, 429)),
 )
 def rebatch(
     user_id: UserDep, batch_id: BatchId, filters: BatchJobFiltersDep, svc: ServicesDep
 ) -> Response:
     """A new batch (with `parent_id`) running again the jobs that match the filters."""
     with svc.sessions.begin() as session:
-        batch = operations.rebatch(session, user_id, batch_id, filters)
+        batch = operations.rebatch(session, svc.intake, user_id, batch_id, filters)
         data = _with_jobs(session, batch)
     return success(data)
 
