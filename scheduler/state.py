@@ -51,7 +51,10 @@ def refresh_batch(batch: Batch, at: datetime) -> None:
     if started and batch.start_datetime is None:
         # (a job may go from PENDING to DONE directly: it ended before it said RUNNING)
         batch.start_datetime = at
-    if status in (BatchStatus.DONE, BatchStatus.ERROR, BatchStatus.CANCELED):
+    active = sum(counts[s] for s in ACTIVE_JOB_STATUSES)
+    if status in (BatchStatus.DONE, BatchStatus.ERROR, BatchStatus.CANCELED) or (
+        status == BatchStatus.TIMED_OUT and not active  # its running jobs have ended too
+    ):
         batch.end_datetime = batch.end_datetime or at
     batch.status = status
     batch.updated_at = at

@@ -129,6 +129,11 @@ def test_an_open_batch_that_receives_no_job_times_out(fleet: TestFleet, user: Ac
     assert state["open"] is False
     counts = state["jobs_count_per_status"]
     assert counts.get("CANCELED", 0) >= 1 and sum(counts.values()) == 6
+    # its end is when its last running job ended, not before
+    wait_for(lambda: not batch(fleet, user, created["id"])["jobs_count_per_status"].get(
+        "RUNNING"), 20, "its running job to end")  # fmt: skip
+    state = batch(fleet, user, created["id"])
+    assert state["status"] == "TIMED_OUT" and state["end_datetime"] is not None
     added = fleet.http.post(
         f"/api/v2/batches/{created['id']}/jobs", json=[{"runs": 5}], headers=user.headers
     )
