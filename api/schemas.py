@@ -132,6 +132,7 @@ class DeviceLimits(BaseModel):
     )
     max_bond_dim: int | None = Field(description="Largest MPS bond dimension (emu-mps).")
     max_trajectories: int = Field(description="Most noise trajectories (n_trajectories).")
+    time_limit_s: int = Field(description="Longest a job may run, in s; over it, it ends ERROR.")
 
 
 class DeviceOut(BaseModel):

@@ -69,7 +69,7 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="Per-device overrides of the catalog's limits (a JSON object), e.g. "
         '{"EMU_SV": {"max_atoms": 22}}: max_atoms, max_atoms_noisy, max_duration_ns, '
-        "max_runs, max_bond_dim, max_trajectories.",
+        "max_runs, max_bond_dim, max_trajectories, time_limit_s (at most job_time_limit_s).",
     )
     api_host: str = "127.0.0.1"
     api_port: int = 8000
@@ -240,8 +240,10 @@ class Settings(BaseSettings):
         return limits
 
     def limits(self, device_type: DeviceType) -> Limits:
-        """The catalog's limits of a device with this deployment's overrides."""
-        return entry(device_type).limits.merged(self.device_limits.get(device_type, {}))
+        """The catalog's limits of a device with this deployment's overrides; its time limit
+        at most `job_time_limit_s`."""
+        limits = entry(device_type).limits.merged(self.device_limits.get(device_type, {}))
+        return limits.merged({"time_limit_s": min(limits.time_limit_s, self.job_time_limit_s)})
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -346,7 +346,7 @@ class Dispatcher:
         return moved
 
     def _time_limit_s(self, device: DeviceType) -> int:
-        return min(self.settings.limits(device).time_limit_s, self.settings.job_time_limit_s)
+        return self.settings.limits(device).time_limit_s
 
     def _undispatch(self, specs: list[JobSpec]) -> None:
         try:

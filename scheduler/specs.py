@@ -26,19 +26,24 @@ from core.enums import DeviceType
 from core.names import RedisKeys
 
 FRESNEL_REFERENCE = dataclasses.replace(AnalogDevice, name="FRESNEL")
+# atomfleet's limit -> the Pulser device field that states it
+_LIMIT_FIELDS = {
+    "max_atoms": "max_atom_num",
+    "max_duration_ns": "max_sequence_duration",
+    "max_runs": "max_runs",
+}
+
+
+def _limit_fields(limits: Limits) -> dict[str, Any]:
+    """The Pulser device fields `limits` sets."""
+    return {field: getattr(limits, name) for name, field in _LIMIT_FIELDS.items()}
 
 
 @functools.lru_cache(maxsize=32)
 def mock_device(device_type: DeviceType, limits: Limits) -> BaseDevice:
     """MockDevice named after the device type, carrying our limits: a sequence built on it
     names its device type, and Pulser refuses on the client what intake would refuse."""
-    return dataclasses.replace(
-        MockDevice,
-        name=device_type.value,
-        max_atom_num=limits.max_atoms,
-        max_sequence_duration=limits.max_duration_ns,
-        max_runs=limits.max_runs,
-    )
+    return dataclasses.replace(MockDevice, name=device_type.value, **_limit_fields(limits))
 
 
 @functools.lru_cache(maxsize=16)
@@ -60,7 +65,14 @@ class DeviceSpecs:
         if source == SpecsSource.QPU:
             return self._qpu(device_type)
         qpu = self._qpu(DeviceType.FRESNEL) if DeviceType.FRESNEL in self.settings.qpus else None
-        return dataclasses.replace(qpu or FRESNEL_REFERENCE, name=device_type.value)
+        device = dataclasses.replace(qpu or FRESNEL_REFERENCE, name=device_type.value)
+        # Published as accepted: the QPU's specs, tightened by this emulator's own limits.
+        tighter = {
+            field: value
+            for field, value in _limit_fields(self.limits(device_type, device)).items()
+            if getattr(device, field) is None or value < getattr(device, field)
+        }
+        return dataclasses.replace(device, **tighter) if tighter else device
 
     def _qpu(self, device_type: DeviceType) -> BaseDevice | None:
         try:
@@ -76,11 +88,8 @@ class DeviceSpecs:
         if device is None or entry(device_type).specs == SpecsSource.MOCK:
             return limits
         tighter: dict[str, Any] = {}
-        for name, spec in (
-            ("max_atoms", device.max_atom_num),
-            ("max_duration_ns", device.max_sequence_duration),
-            ("max_runs", device.max_runs),
-        ):
+        for name, field in _LIMIT_FIELDS.items():
+            spec = getattr(device, field)
             if spec is not None and spec < getattr(limits, name):
                 tighter[name] = int(spec)
         return limits.merged(tighter)

@@ -90,3 +90,13 @@ def test_a_job_that_cannot_run_raises_a_readable_driver_error(
         load_driver(DeviceType.EMU_SV, Settings()).run(
             spec(DeviceType.EMU_SV, **fields), LocalJob()
         )
+
+
+def test_no_device_time_limit_exceeds_the_job_time_limit() -> None:
+    settings = Settings(
+        job_time_limit_s=600, device_limits={DeviceType.FRESNEL: {"time_limit_s": 7200}}
+    )
+    assert settings.limits(DeviceType.FRESNEL).time_limit_s == 600
+    assert settings.limits(DeviceType.EMU_MPS).time_limit_s == 600
+    shorter = Settings(device_limits={DeviceType.EMU_SV: {"time_limit_s": 30}})
+    assert shorter.limits(DeviceType.EMU_SV).time_limit_s == 30

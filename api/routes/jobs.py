@@ -72,7 +72,8 @@ def job_status(user_id: UserDep, job_id: JobId, svc: ServicesDep) -> Response:
 def cancel_job(user_id: UserDep, job_id: JobId, svc: ServicesDep) -> Response:
     """Cancel a PENDING or RUNNING job (409 once it has ended).
 
-    A canceled job never starts; a running one's emulation finishes but its result is dropped.
+    A canceled job never starts; a running one is stopped (its emulation interrupted, its QPU
+    job canceled) and ends with no result.
     """
     with svc.sessions.begin() as session:
         data = job_dict(operations.cancel_job(session, user_id, job_id))
