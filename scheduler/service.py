@@ -127,12 +127,12 @@ def build(settings: Settings, devices: list[DeviceType]) -> Scheduler:
             pause_s=timeouts.interval_s,
             gap_s=timeouts.interval_s,
         ),
-        # A delivery may wait for its receiver's timeout, 20 at a time.
+        # A turn's deliveries run at once; each may wait for its receiver's timeout.
         Loop(
             "webhooks",
             webhooks.deliver_once,
             pause_s=webhooks.interval_s,
-            gap_s=webhooks.interval_s + 20 * settings.webhook_timeout_s,
+            gap_s=webhooks.interval_s + 4 * settings.webhook_timeout_s,
         ),
     ]
     clock = LoopClock({loop.name: loop.gap_s for loop in loops})

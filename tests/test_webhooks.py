@@ -39,11 +39,14 @@ class Receiver:
     def __init__(self) -> None:
         self.received: list[tuple[dict[str, str], bytes]] = []
         self.answers: list[int] = []
+        self.slow_released = threading.Event()  # a POST to /slow answers once this is set
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                if self.path.startswith("/slow"):
+                    receiver.slow_released.wait(30)
                 receiver.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
                 code = receiver.answers.pop(0) if receiver.answers else 200
                 self.send_response(code)
@@ -54,11 +57,13 @@ class Receiver:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/atomfleet?x=1"
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.url = f"{self.base}/hooks/atomfleet?x=1"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
     def close(self) -> None:
+        self.slow_released.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -161,6 +166,30 @@ def test_a_private_address_is_refused_unless_allowed(
     assert deliveries(client, account, again)[0]["status"] == "DELIVERED"
     assert deliveries(client, account, still_private)[0]["status"] == "REFUSED"
     assert len(receiver.received) == 1
+
+
+def test_a_slow_receiver_delays_no_other_delivery(
+    client: TestClient,
+    account: Account,
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    receiver: Receiver,
+) -> None:
+    # Given a batch whose receiver hangs until released, then one whose receiver answers
+    slow = ended_with_webhook(client, account, f"{receiver.base}/slow")
+    fast = ended_with_webhook(client, account, receiver.url)
+    allowed = settings.model_copy(update={"webhook_allow_hosts": ["127.0.0.1"]})
+    turn = threading.Thread(target=WebhookSender(allowed, sessions).deliver_once)
+    turn.start()
+    try:
+        # Then the second is delivered while the first still waits for its receiver
+        wait_for(lambda: deliveries(client, account, fast)[0]["status"] == "DELIVERED", 10,
+                 "the fast receiver's delivery")  # fmt: skip
+        assert deliveries(client, account, slow)[0]["status"] == "PENDING"
+    finally:
+        receiver.slow_released.set()
+        turn.join(30)
+    assert deliveries(client, account, slow)[0]["status"] == "DELIVERED"
 
 
 @pytest.mark.parametrize(
