@@ -3,8 +3,10 @@
 Every answer is an envelope `{"code", "message", "data", "status"}`. The scheduler reads
 a QPU's operational status and specs; a QPU worker submits, polls and cancels jobs.
 
-Retries follow Pasqal's own client (warden): 429, 5xx and connection errors, `retries`
-attempts `retry_s` apart. A submission is retried only when the QPU certainly did not
+Retries follow Pasqal's own client (warden), 429, 5xx and connection errors, `retries`
+attempts, with a backoff: `retry_s` doubled after each failure up to `MAX_BACKOFF` times it,
+or the QPU's `Retry-After` when that is longer (at most `MAX_RETRY_AFTER_S`), so a QPU that
+is struggling is not hammered. A submission is retried only when the QPU certainly did not
 take it (the connection was refused, or it answered 429 or 503): after an ambiguous
 failure, resending could run the same job twice on the hardware.
 """
@@ -25,6 +27,8 @@ from core.errors import AtomfleetError
 API = "/api/v1"
 _RETRIED = frozenset({429, 500, 502, 503, 504})
 _NOT_TAKEN = frozenset({429, 503})
+MAX_BACKOFF = 8  # the longest pause, in retry_s
+MAX_RETRY_AFTER_S = 30.0  # the longest Retry-After honoured
 CANNOT_CANCEL = "3003"  # in the code of the 400 a cancel of an ended job gets
 
 
@@ -115,11 +119,21 @@ class QpuClient:
                 return self.job(uid)
             raise
 
+    def pause_s(self, attempt: int, retry_after: str | None = None) -> float:
+        """The pause before retry number `attempt` (1, 2, ...)."""
+        pause = self.retry_s * min(2.0 ** (attempt - 1), MAX_BACKOFF)
+        try:
+            asked = float(retry_after) if retry_after else 0.0
+        except ValueError:  # an HTTP date: not worth parsing here
+            asked = 0.0
+        return max(pause, min(asked, MAX_RETRY_AFTER_S))
+
     def _call(self, method: str, path: str, idempotent: bool = True, **kwargs: Any) -> Any:
-        last = ""
+        last, retry_after = "", None
         for attempt in range(self.retries):
             if attempt:
-                self.sleep(self.retry_s)
+                self.sleep(self.pause_s(attempt, retry_after))
+                retry_after = None
             try:
                 response = self.http.request(method, path, **kwargs)
             except httpx.ConnectError as exc:  # never reached the QPU: safe to resend
@@ -134,6 +148,7 @@ class QpuClient:
                 return _envelope(response)["data"]
             if response.status_code in (_RETRIED if idempotent else _NOT_TAKEN):
                 last = f"HTTP {response.status_code}"
+                retry_after = response.headers.get("Retry-After")
                 continue
             envelope = _envelope(response)
             raise QpuError(

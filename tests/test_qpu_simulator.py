@@ -5,6 +5,7 @@ One server serves the module (reset before each test); the token test starts its
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -23,6 +24,7 @@ from pulser.devices import AnalogDevice
 from pulser.json.abstract_repr.deserializer import deserialize_device
 
 from atomfleet.services import free_port
+from core.qpu_api import QpuClient, QpuUnreachable
 from tests.sequences import parametrized_sweep, plain
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -332,3 +334,27 @@ def test_an_emulation_that_fails_raises_and_the_emulator_serves_the_next_one(
             worker.stop()
 
     assert sum(asyncio.run(scenario()).values()) == 30
+
+
+def test_the_qpu_client_backs_off_then_gives_up_and_never_resubmits_blindly(
+    qpu: httpx.Client, simulator: SimulatorProcess, sequence: str
+) -> None:
+    # Given a QPU answering 503 to everything
+    assert qpu.post("/control/faults", json={"error_rate": 1.0}).status_code == 200
+    pauses: list[float] = []
+    with contextlib.closing(
+        QpuClient(simulator.url, retries=5, retry_s=0.01, sleep=pauses.append)
+    ) as client:
+        # When a client reads its status, it retries with pauses doubling, then gives up
+        with pytest.raises(QpuUnreachable, match="HTTP 503 after 5 attempts"):
+            client.operational()
+        assert pauses == [0.01, 0.02, 0.04, 0.08]
+        # And a submission (503: certainly not taken) is retried the same way, never run
+        pauses.clear()
+        with pytest.raises(QpuUnreachable):
+            client.submit(10, sequence, {"batch_id": "b-1"})
+        assert pauses == [0.01, 0.02, 0.04, 0.08]
+        assert qpu.get("/control/stats").json()["jobs_received"] == 0
+        # And the pauses stop growing at 8 x retry_s; a longer Retry-After is honoured
+        assert [client.pause_s(n) for n in (1, 4, 5, 9)] == [0.01, 0.08, 0.08, 0.08]
+        assert client.pause_s(1, "3") == 3.0 and client.pause_s(1, "3600") == 30.0
