@@ -543,6 +543,7 @@ def test_the_keda_queries_count_waiting_plus_running_jobs_and_fail_without_the_s
         "series": f"atomfleet_scheduler_last_loop_timestamp_seconds{{{scheduler}}}",
         "values": "0+60x5",
     }
+    store = {"series": f"atomfleet_batches_open{{{scheduler}}}", "values": "3x5"}
     api_only = {
         "series": 'atomfleet_build_info{version="0.1.0",job="atomfleet-api",instance="api:8000"}',
         "values": "1x5",
@@ -564,15 +565,25 @@ def test_the_keda_queries_count_waiting_plus_running_jobs_and_fail_without_the_s
         cases = [
             # waiting at two levels plus running; another device's jobs are not counted
             (
-                [waiting("HIGH", 2), waiting("LOW", 3), running(4), waiting("HIGH", 50, "X"), loop],
+                [
+                    waiting("HIGH", 2),
+                    waiting("LOW", 3),
+                    running(4),
+                    waiting("HIGH", 50, "X"),
+                    loop,
+                    store,
+                ],
                 [9],
             ),
             # the queue is empty but a job runs: its worker must stay
-            ([waiting("HIGH", 0), running(1), loop], [1]),
+            ([waiting("HIGH", 0), running(1), loop, store], [1]),
             # nothing of this device exported at all: zero, as one sample
-            ([running(7, "X"), loop], [0]),
+            ([running(7, "X"), loop, store], [0]),
             # no scheduler scraped: no sample, so KEDA errs and falls back instead of scaling down
             ([api_only], []),
+            # the scheduler is scraped but cannot read the store (its store gauges are left
+            # out): no sample either, not a zero that would scale busy workers down
+            ([loop], []),
         ]
         for input_series, values in cases:
             samples = [{"labels": "{}", "value": v} for v in values]
