@@ -1,10 +1,11 @@
 """A device's backlog as queues, one per (level, project), each first in first out.
 
 Read from the `ix_jobs_backlog` index (device, level, project, age): the distinct
-(level, project) pairs by a skip scan (one index seek per pair; `base.waiting`), then
-each queue's oldest jobs in small chunks. A policy pops from the queues in its own order; what it
-costs depends on the jobs it takes and the number of projects waiting, never on the
-size of the backlog.
+(level, project) pairs by a skip scan (one index seek per pair; `base.waiting`), then the
+heads of every queue in one statement (on PostgreSQL, a LATERAL join: one index seek per
+queue), then a queue's next jobs in chunks when a policy takes more than its head. A policy
+pops from the queues in its own order; what it costs depends on the jobs it takes and the
+number of projects waiting, never on the size of the backlog.
 
 Aging: a queue's head that waited longer than its level's aging is served one level
 higher, and one more for each further aging period of the level reached (a LOW job
@@ -13,20 +14,23 @@ reaches HIGH after AGING[LOW] + AGING[MEDIUM]): nothing waits forever.
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, select, tuple_
+from sqlalchemy import Integer, Row, Select, String, bindparam, column, func, select, true, tuple_
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from core.enums import DeviceType, JobStatus, QueuePriority
-from scheduler.models import Job
-from scheduler.policies.base import PICKED
+from scheduler.models import BACKLOG, Job
+from scheduler.policies.base import PICKED, ProjectState
 
 _BY_RANK = {p.rank: p for p in QueuePriority}
+_AGE_ORDER = (Job.created_at, Job.batch_id, Job.creation_order)  # first in, first out
 
 
 @dataclass
@@ -56,6 +60,7 @@ class Backlog:
         self.lock = lock
         self.chunk = chunk
         self.queues = [Queue(rank, project) for rank, project in pairs]
+        self._heads_read = False
 
     def _where(self) -> list[Any]:
         return [
@@ -65,12 +70,73 @@ class Backlog:
         ]
 
     def head(self, queue: Queue) -> Row[Any] | None:
+        if not self._heads_read:
+            self._read_heads()
         if not queue.rows and not queue.exhausted:
             self._fill(queue)
         return queue.rows[0] if queue.rows else None
 
+    def _read_heads(self) -> None:
+        """Every queue's first few jobs in one statement (PostgreSQL), enough that a
+        decision spread over the queues needs no second read of most of them."""
+        self._heads_read = True
+        if len(self.queues) < 2 or self.session.get_bind().dialect.name != "postgresql":
+            return  # one queue: its first chunk; SQLite has no LATERAL: one read a queue
+        per_queue = min(self.chunk, -(-self.chunk // len(self.queues)) + 1)
+        read: dict[tuple[int, str], list[Row[Any]]] = {}
+        params = {
+            "device": self.device.value,
+            "ranks": [q.rank for q in self.queues],
+            "projects": [q.project_id for q in self.queues],
+            "per_queue": per_queue,
+        }
+        for row in self.session.execute(_HEADS_LOCKED if self.lock else _HEADS, params):
+            read.setdefault((row.level, row.project), []).append(row)
+        for queue in self.queues:
+            rows = read.get((queue.rank, queue.project_id), [])
+            queue.rows.extend(rows)
+            queue.last = rows[-1] if rows else None
+            queue.exhausted = len(rows) < per_queue
+
     def pop(self, queue: Queue) -> Row[Any]:
         return queue.rows.popleft()
+
+    def take(
+        self,
+        limit: int,
+        states: Mapping[str, ProjectState],
+        key: Callable[[Queue, ProjectState], tuple[Any, ...] | None],
+    ) -> list[Row[Any]]:
+        """Up to `limit` jobs, each the head of the queue whose `key` is least (None: not
+        served now), ties to the earlier queue. A key depends only on its queue's head and
+        its project's state, so only the queues of the project just served are re-keyed:
+        a heap, not a scan of every queue per job."""
+        of_project: dict[str, list[int]] = {}
+        for i, queue in enumerate(self.queues):
+            of_project.setdefault(queue.project_id, []).append(i)
+        version = [0] * len(self.queues)
+        heap: list[tuple[tuple[Any, ...], int, int]] = []
+
+        def rekey(i: int) -> None:
+            version[i] += 1
+            queue = self.queues[i]
+            found = key(queue, states[queue.project_id])
+            if found is not None:
+                heapq.heappush(heap, (found, i, version[i]))
+
+        for i in range(len(self.queues)):
+            rekey(i)
+        picked: list[Row[Any]] = []
+        while heap and len(picked) < limit:
+            _, i, seen = heapq.heappop(heap)
+            if seen != version[i]:
+                continue  # re-keyed since
+            queue = self.queues[i]
+            picked.append(self.pop(queue))
+            states[queue.project_id].picked += 1
+            for j in of_project[queue.project_id]:
+                rekey(j)
+        return picked
 
     def _fill(self, queue: Queue) -> None:
         query = select(*PICKED, Job.created_at, Job.creation_order).where(
@@ -82,7 +148,7 @@ class Backlog:
                 tuple_(Job.created_at, Job.batch_id, Job.creation_order)
                 > (last.created_at, last.batch_id, last.creation_order)
             )
-        query = query.order_by(Job.created_at, Job.batch_id, Job.creation_order).limit(self.chunk)
+        query = query.order_by(*_AGE_ORDER).limit(self.chunk)
         if self.lock:
             query = query.with_for_update(skip_locked=True)
         rows = list(self.session.execute(query))
@@ -103,6 +169,38 @@ class Backlog:
     def age_key(row: Row[Any]) -> tuple[Any, ...]:
         """First in, first out: submission time, then batch and position in it."""
         return (row.created_at, row.batch_id, row.creation_order)
+
+
+def _heads(lock: bool) -> Select[Any]:
+    """The first `per_queue` jobs of each (level, project) queue named by the arrays
+    `ranks` and `projects`: one index seek per queue. Built once (its SQL is cached); the
+    backlog predicate is the partial index's own, literally, so a generic plan uses it."""
+    pairs = (
+        func.unnest(
+            bindparam("ranks", type_=ARRAY(Integer)), bindparam("projects", type_=ARRAY(String))
+        )
+        .table_valued(column("level", Integer), column("project", String))
+        .render_derived(name="pairs")
+    )
+    jobs = (
+        select(*PICKED, Job.created_at, Job.creation_order)
+        .where(
+            Job.device_type == bindparam("device"),
+            BACKLOG,
+            Job.priority_rank == pairs.c.level,
+            Job.project_id == pairs.c.project,
+        )
+        .order_by(*_AGE_ORDER)
+        .limit(bindparam("per_queue", type_=Integer))
+    )
+    if lock:
+        jobs = jobs.with_for_update(skip_locked=True)
+    heads = jobs.lateral("heads")
+    return select(pairs.c.level, pairs.c.project, heads).select_from(pairs).join(heads, true())
+
+
+_HEADS = _heads(lock=False)
+_HEADS_LOCKED = _heads(lock=True)
 
 
 def aged_rank(rank: int, waited_s: float, aging_s: Mapping[QueuePriority, float]) -> int:

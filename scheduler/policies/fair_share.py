@@ -18,7 +18,7 @@ from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
 from core.enums import DeviceType, QueuePriority
-from scheduler.policies.backlog import Backlog
+from scheduler.policies.backlog import Backlog, Queue
 from scheduler.policies.base import ProjectState, waiting
 
 
@@ -41,24 +41,11 @@ class FairShare:
         states = found.states
         each = self.expected_run_s(session, device) if states else 0.0
 
-        def standing(state: ProjectState, project_id: str) -> float:
-            return (state.usage_s + (state.in_flight + state.picked) * each) / state.weight
+        def key(queue: Queue, state: ProjectState) -> tuple[Any, ...] | None:
+            rank = backlog.effective_rank(queue)
+            if rank is None or state.capped:
+                return None
+            standing = (state.usage_s + (state.in_flight + state.picked) * each) / state.weight
+            return (rank, standing, *backlog.age_key(queue.rows[0]))
 
-        picked: list[Row[Any]] = []
-        while len(picked) < limit:
-            ready = []
-            for queue in backlog.queues:
-                state = states[queue.project_id]
-                rank = backlog.effective_rank(queue)
-                if rank is None or state.capped:
-                    continue
-                head = backlog.head(queue)
-                assert head is not None
-                key = (rank, standing(state, queue.project_id), *backlog.age_key(head))
-                ready.append((key, queue))
-            if not ready:
-                return picked
-            _, queue = min(ready, key=lambda r: r[0])
-            picked.append(backlog.pop(queue))
-            states[queue.project_id].picked += 1
-        return picked
+        return backlog.take(limit, states, key)

@@ -11,8 +11,8 @@ from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
 from core.enums import DeviceType, QueuePriority
-from scheduler.policies.backlog import Backlog
-from scheduler.policies.base import waiting
+from scheduler.policies.backlog import Backlog, Queue
+from scheduler.policies.base import ProjectState, waiting
 
 
 class StrictPriority:
@@ -24,19 +24,11 @@ class StrictPriority:
     ) -> list[Row[Any]]:
         found = waiting(session, device, now)
         backlog = Backlog(session, device, now, self.aging_s, lock, found.pairs, min(limit, 64))
-        states = found.states
-        picked: list[Row[Any]] = []
-        while len(picked) < limit:
-            ready = []
-            for queue in backlog.queues:
-                rank = backlog.effective_rank(queue)
-                if rank is not None and not states[queue.project_id].capped:
-                    head = backlog.head(queue)
-                    assert head is not None
-                    ready.append(((rank, *backlog.age_key(head)), queue))
-            if not ready:
-                return picked
-            _, queue = min(ready, key=lambda r: r[0])
-            picked.append(backlog.pop(queue))
-            states[queue.project_id].picked += 1
-        return picked
+
+        def key(queue: Queue, state: ProjectState) -> tuple[Any, ...] | None:
+            rank = backlog.effective_rank(queue)
+            if rank is None or state.capped:
+                return None
+            return (rank, *backlog.age_key(queue.rows[0]))
+
+        return backlog.take(limit, found.states, key)
