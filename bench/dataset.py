@@ -70,12 +70,12 @@ _BATCHES = """
 INSERT INTO batches (id, project_id, user_id, parent_id, status, open, device_type,
     queue_priority, sequence_builder, backend_configuration, configuration, webhook, tags,
     created_at, updated_at, start_datetime, end_datetime, jobs_count, count_pending,
-    count_running, count_done, count_error, count_canceled)
+    count_running, count_done, count_error, count_canceled, last_job_at)
 SELECT id, project_id, user_id, NULL, 'PENDING', open, device_type, queue_priority,
     %(builder)s, NULL, NULL, NULL,
     CASE WHEN k %% 7 = 0 THEN json_build_array('exp-' || k %% 20, 'calibration')
          ELSE json_build_array('exp-' || k %% 20) END,
-    created_at, created_at, NULL, NULL, size, 0, 0, 0, 0, 0
+    created_at, created_at, NULL, NULL, size, 0, 0, 0, 0, 0, created_at
 FROM plan
 """
 
@@ -92,7 +92,8 @@ UNION ALL SELECT id, 'calibration' FROM plan WHERE k %% 7 = 0
 _JOBS = """
 INSERT INTO jobs (id, batch_id, project_id, user_id, parent_id, creation_order, status, runs,
     variables, sequence, progress, errors, created_at, updated_at, start_timestamp,
-    end_timestamp, device_type, priority_rank, dispatched_at, attempt, origin)
+    end_timestamp, device_type, priority_rank, dispatched_at, attempt, origin, atoms,
+    duration_ns)
 SELECT gen_random_uuid()::text, id, project_id, user_id, NULL, j, s.status,
     100 * (1 + (k + j) %% 20),
     json_build_object('omega', 2.0 + (j %% 100) / 12.5, 'duration', 200 + 8 * (j / 100)),
@@ -105,7 +106,7 @@ SELECT gen_random_uuid()::text, id, project_id, user_id, NULL, j, s.status,
     device_type, rank,
     CASE WHEN s.status NOT IN ('PENDING', 'CANCELED') THEN created_at + j * second END,
     CASE WHEN s.status IN ('PENDING', 'CANCELED') THEN 0 ELSE 1 END,
-    origin
+    origin, 4, 2 * (200 + 8 * (j / 100))
 FROM plan
 CROSS JOIN LATERAL generate_series(0, size - 1) AS j
 CROSS JOIN (SELECT interval '1 s' AS second) AS unit
