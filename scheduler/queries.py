@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.enums import ACTIVE_JOB_STATUSES
-from core.errors import NotFoundError
+from core.errors import InvalidRequestError, NotFoundError
 from scheduler.accounts import is_member
 from scheduler.models import Batch, Job, Result, WebhookDelivery
 from scheduler.sequences import build_serialized
@@ -73,12 +73,16 @@ def get_result(session: Session, job_id: str) -> Result | None:
 
 
 def job_sequence(job: Job, batch: Batch) -> str | None:
-    """The built sequence the job runs: its own, or the batch builder with its variables."""
+    """The built sequence the job runs: its own, or the batch builder with its variables;
+    None for a job of a large batch that cannot be built (it ends ERROR, saying why)."""
     if job.sequence is not None:
         return job.sequence
     if batch.sequence_builder is None:
         return None
-    return _built(batch.sequence_builder, _freeze(job.variables))
+    try:
+        return _built(batch.sequence_builder, _freeze(job.variables))
+    except InvalidRequestError:
+        return None
 
 
 @functools.lru_cache(maxsize=256)

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from pulser import Pulse, Register, Sequence
 from pulser.backend import BitStrings, EmulationConfig
 from pulser.devices import MockDevice
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
@@ -322,6 +322,24 @@ def test_a_large_batch_still_catches_a_device_limit_at_a_variable_s_extreme(
     (message,) = response.json()["data"]["description"]
     assert message.startswith("jobs[5].variables: ") and "amplitude" in message
     assert count_rows(sessions) == (0, 0)
+
+
+def test_a_stored_job_that_cannot_be_built_is_still_shown_without_its_sequence(
+    client: TestClient, account: Account, sessions: sessionmaker[Session]
+) -> None:
+    # Given a job of a large batch that intake did not build and that cannot be built
+    # (here: its variables set over the device's amplitude after intake)
+    response = post(client, account, batch(account, jobs=[{"runs": 5, "variables": GOOD}]))
+    assert response.status_code == 200, response.text
+    job_id = response.json()["data"]["jobs"][0]["id"]
+    with sessions.begin() as session:
+        session.execute(
+            update(Job).where(Job.id == job_id).values(variables={**GOOD, "omega": 1e9})
+        )
+    # Then reading it answers 200, its sequence unknown, not a 422 to a GET
+    shown = client.get(f"/api/v2/jobs/{job_id}", headers=account.headers)
+    assert shown.status_code == 200, shown.text
+    assert shown.json()["data"]["sequence"] is None
 
 
 def test_a_duration_over_the_device_maximum_is_rejected(
