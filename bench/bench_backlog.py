@@ -97,6 +97,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=200, help="decisions per size and limit")
     parser.add_argument("--samples", type=int, default=30, help="HIGH jobs per size")
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES),
+                        help="backlog sizes measured, in increasing order")  # fmt: skip
     args = parser.parse_args()
     print(f"machine: {machine()}")
     rows: list[tuple[str, dict[str, list[float]], dict[str, list[float]], list[float]]] = []
@@ -125,7 +127,7 @@ def main() -> None:
                 for _ in range(5):
                     high_to_running(client, db, user)  # warm up
                 waiting = 0
-                for size in (0, *SIZES):
+                for size in (0, *args.sizes):
                     if size > waiting:
                         start = time.perf_counter()
                         for owner in owners:

@@ -134,8 +134,9 @@ class Backlog:
             queue = self.queues[i]
             picked.append(self.pop(queue))
             states[queue.project_id].picked += 1
-            for j in of_project[queue.project_id]:
-                rekey(j)
+            if len(picked) < limit:  # (re-keying may read the queue's next jobs)
+                for j in of_project[queue.project_id]:
+                    rekey(j)
         return picked
 
     def _fill(self, queue: Queue) -> None:

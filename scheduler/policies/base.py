@@ -69,7 +69,8 @@ class Waiting:
 
 # PostgreSQL: the (level, project) pairs with backlog, by a skip scan of ix_jobs_backlog
 # (a recursive CTE: one index seek per pair), with each project's weight, cap, decayed
-# usage and jobs in flight, in one round trip. The predicates are the partial indexes'
+# usage and jobs in flight (the device's in-flight jobs counted once, by project, from
+# ix_jobs_in_flight; not once per pair), in one round trip. The predicates are the partial indexes'
 # own, literally, so that a generic plan still uses them.
 _WAITING = text(
     """
@@ -84,15 +85,18 @@ _WAITING = text(
               AND (j.priority_rank, j.project_id) > (pairs.priority_rank, pairs.project_id)
             ORDER BY j.priority_rank, j.project_id LIMIT 1
         ) nxt
+    ), in_flight AS (
+        SELECT project_id, count(*) AS n FROM jobs
+        WHERE device_type = :device
+          AND status IN ('PENDING', 'RUNNING') AND dispatched_at IS NOT NULL
+        GROUP BY project_id
     )
     SELECT pairs.priority_rank, pairs.project_id, p.weight, p.max_running_per_device,
-        u.decayed_run_s, u.decayed_at,
-        (SELECT count(*) FROM jobs f
-         WHERE f.device_type = :device AND f.project_id = pairs.project_id
-           AND f.status IN ('PENDING', 'RUNNING') AND f.dispatched_at IS NOT NULL) AS in_flight
+        u.decayed_run_s, u.decayed_at, coalesce(f.n, 0) AS in_flight
     FROM pairs
     LEFT JOIN projects p ON p.id = pairs.project_id
     LEFT JOIN project_usage u ON u.project_id = pairs.project_id AND u.device_type = :device
+    LEFT JOIN in_flight f ON f.project_id = pairs.project_id
     ORDER BY pairs.priority_rank, pairs.project_id
     """
 )
