@@ -30,18 +30,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     specs = DeviceSpecs(settings, client)
     metrics = ApiMetrics(settings.devices)
     engine = engine_from_settings(settings)
-    sessions = make_sessionmaker(
-        engine,
-        reactors=[redis_reactor(client, settings), metrics.reactor()],
-        half_life_s=settings.fair_share_half_life_s,
-    )
     services = Services(
         settings=settings,
-        sessions=sessions,
+        sessions=make_sessionmaker(
+            engine,
+            reactors=[redis_reactor(client, settings), metrics.reactor()],
+            half_life_s=settings.fair_share_half_life_s,
+        ),
         redis=client,
         intake=Intake(settings, specs),
         specs=specs,
-        estimator=QueueEstimator(settings, client, sessions=sessions),
+        estimator=QueueEstimator(settings, client),
         secret_key=settings.resolved_secret_key(),
         metrics=metrics,
     )

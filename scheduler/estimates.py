@@ -4,9 +4,7 @@
   (HIGH first, then in the order sent), then the backlog in the dispatch policy's order
   (the policy itself is asked, without locking). The first `EXACT_UP_TO` positions of a
   device are exact, computed at most every `TTL_S` (again at once for a job newer than the
-  order, when the order held every waiting job); a stale order is served while a thread
-  computes the next one, so no request waits for a walk of 10,000 jobs but the first
-  (and those newer than a complete order). A deeper job gets an approximation: the
+  order, when the order held every waiting job); a deeper job gets an approximation: the
   other jobs waiting on its device at its level or above (maintained counts, no scan).
 - Run time: scheduler.run_times' model, learned per device from its last DONE jobs.
 - Start: now + (what the running jobs still need + the expected run time of the jobs
@@ -16,15 +14,13 @@
 
 from __future__ import annotations
 
-import logging
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import redis
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from core.catalog import entry
 from core.config import Settings
@@ -35,8 +31,6 @@ from scheduler.policies import make_policy
 from scheduler.policies.base import Policy
 from scheduler.run_times import RunTimeModel, RunTimes
 from scheduler.workers import live_slots
-
-log = logging.getLogger(__name__)
 
 EXACT_UP_TO = 10_000
 TTL_S = 2.0
@@ -65,11 +59,7 @@ class QueueEstimator:
     client: redis.Redis
     policy: Policy | None = None
     run_times: RunTimes = field(default_factory=lambda: RunTimes())
-    # Given, a stale order is recomputed in a thread of its own (with its own session).
-    sessions: sessionmaker[Session] | None = None
     _orders: dict[DeviceType, _DeviceOrder] = field(default_factory=dict)
-    _refreshing: set[DeviceType] = field(default_factory=set)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self.policy = self.policy or make_policy(self.settings, self.run_times)
@@ -113,33 +103,8 @@ class QueueEstimator:
 
     def _order(self, session: Session, device: DeviceType, fresh: bool = False) -> _DeviceOrder:
         cached = self._orders.get(device)
-        if fresh or cached is None:
-            return self._compute(session, device)
-        if time.monotonic() - cached.at >= TTL_S:
-            if self.sessions is None:
-                return self._compute(session, device)
-            self._refresh_in_background(device, self.sessions)
-        return cached
-
-    def _refresh_in_background(self, device: DeviceType, sessions: sessionmaker[Session]) -> None:
-        with self._lock:
-            if device in self._refreshing:
-                return
-            self._refreshing.add(device)
-
-        def refresh() -> None:
-            try:
-                with sessions() as session:
-                    self._compute(session, device)
-            except Exception:  # the stale order stays; the next request tries again
-                log.exception("queue order of %s could not be computed", device.value)
-            finally:
-                with self._lock:
-                    self._refreshing.discard(device)
-
-        threading.Thread(target=refresh, name=f"queue-order-{device.value}", daemon=True).start()
-
-    def _compute(self, session: Session, device: DeviceType) -> _DeviceOrder:
+        if not fresh and cached is not None and time.monotonic() - cached.at < TTL_S:
+            return cached
         model = self.model(session, device)
         sent = session.execute(
             select(Job.id, Job.runs, Job.duration_ns, Job.atoms)

@@ -3,8 +3,6 @@ rebatch, tags, status, devices and OAuth; always scoped to the caller's projects
 
 from __future__ import annotations
 
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -14,7 +12,6 @@ import pytest
 from fastapi.testclient import TestClient
 from pulser.devices import MockDevice
 from pulser.json.abstract_repr.deserializer import deserialize_device
-from redis import Redis
 from sqlalchemy import update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -23,8 +20,7 @@ from api.app import create_app
 from core.config import Settings
 from core.enums import DeviceType, EventKind
 from core.messages import JobEvent, JobResult
-from scheduler import accounts, estimates, operations
-from scheduler.estimates import QueueEstimator
+from scheduler import accounts, operations
 from scheduler.events import apply_events
 from scheduler.models import Batch, Job
 from tests.conftest import Account, make_account
@@ -546,38 +542,3 @@ def test_the_openapi_document_describes_every_response_field(
         "/api/v1/devices/specs",
     ]
     assert all(path in paths for path in expected)
-
-
-def test_a_stale_queue_order_is_served_while_a_thread_computes_the_next(
-    client: TestClient,
-    account: Account,
-    settings: Settings,
-    sessions: sessionmaker[Session],
-    redis_client: Redis,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # Given two waiting jobs, and an estimator that has computed their order
-    job_ids = [j["id"] for j in create(client, account, jobs=2)["jobs"]]
-    estimator = QueueEstimator(settings, redis_client, sessions=sessions)
-
-    def positions() -> list[int | None]:
-        with sessions() as session:
-            jobs = [session.get(Job, job_id) for job_id in job_ids]
-            found = estimator.estimate(session, [j for j in jobs if j is not None])
-        return [found[i].queue_position if i in found else None for i in job_ids]
-
-    assert positions() == [0, 1]
-    # When the first is canceled and the order has gone stale
-    client.patch(f"/api/v2/jobs/{job_ids[0]}/cancel", headers=account.headers)
-    monkeypatch.setattr(estimates, "TTL_S", 0.0)
-    # Then the next request is answered from the stale order at once, not after a walk
-    assert positions() == [None, 1]
-    # And a thread has computed the new one meanwhile
-    deadline = time.monotonic() + 10
-    while positions() != [None, 0]:
-        assert time.monotonic() < deadline, "the queue order was never recomputed"
-        time.sleep(0.05)
-    monkeypatch.setattr(estimates, "TTL_S", 3600.0)
-    for thread in threading.enumerate():  # (the last look started one more)
-        if thread.name.startswith("queue-order-"):
-            thread.join(10)
