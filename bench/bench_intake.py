@@ -26,8 +26,9 @@ from sqlalchemy.engine import make_url
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from atomfleet.launcher import Fleet  # noqa: E402
-from atomfleet.services import ensure_postgres, ensure_redis, free_port  # noqa: E402
+from atomfleet.services import ensure_postgres, ensure_redis  # noqa: E402
+from bench.common import fleet as common_fleet  # noqa: E402
+from bench.common import wait_healthy  # noqa: E402
 from scheduler import accounts  # noqa: E402
 from scheduler.db import make_engine, make_sessionmaker  # noqa: E402
 from scheduler.migrate import upgrade  # noqa: E402
@@ -57,18 +58,7 @@ def bench(database_url: str, redis_url: str, jobs: int, rounds: int) -> list[flo
         accounts.add_member(session, user.id, project.id)
         token = accounts.create_token(session, user.id).token
     engine.dispose()
-    port = free_port()
-    workdir = Path(tempfile.mkdtemp(prefix="atomfleet-bench-"))
-    env = {
-        **os.environ,
-        "ATOMFLEET_DATABASE_URL": database_url,
-        "ATOMFLEET_REDIS_URL": redis_url,
-        "ATOMFLEET_NAMESPACE": f"bench-{uuid.uuid4().hex[:6]}",
-        "ATOMFLEET_API_PORT": str(port),
-        "ATOMFLEET_DATA_DIR": str(workdir),
-        "ATOMFLEET_SECRET_KEY": "bench",
-    }
-    fleet = Fleet(env, workdir)
+    fleet, base = common_fleet(database_url, redis_url)
     fleet.start("api")
     headers = {
         "Authorization": f"Bearer {token}",
@@ -79,17 +69,8 @@ def bench(database_url: str, redis_url: str, jobs: int, rounds: int) -> list[flo
     data = body(project.id, jobs)
     times = []
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if client.get("/readyz").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"API did not start; see {workdir}")
-                time.sleep(0.2)
+        with httpx.Client(base_url=base, timeout=120) as client:
+            wait_healthy(client)
             client.post("/api/v1/batches", content=body(project.id, 10), headers=headers)  # warm
             for _ in range(rounds):
                 start = time.perf_counter()

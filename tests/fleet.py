@@ -6,7 +6,8 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,20 @@ class TestFleet:
     def stop(self) -> None:
         self.http.close()
         self.processes.stop()
+
+    @contextmanager
+    def running(self, *names: str) -> Iterator[TestFleet]:
+        """Start `names`, wait for the API, and stop everything on leaving; a failure
+        inside prints the processes' logs first."""
+        self.start(*names)
+        try:
+            self.wait_ready()
+            yield self
+        except BaseException:
+            print(self.logs())
+            raise
+        finally:
+            self.stop()
 
     def logs(self) -> str:
         out = []

@@ -58,15 +58,11 @@ def fleet(
     qpu_port = free_port()
     fleet.env["ATOMFLEET_QPUS"] = json.dumps({"FRESNEL": f"http://127.0.0.1:{qpu_port}"})
     fleet.processes.start("qpu", "qpu-simulator", "--port", str(qpu_port))
-    fleet.start("api", "scheduler", "worker-EMU_MPS", "worker-EMU_SV", "worker-EMU_FREE",
-                "worker-FRESNEL")  # fmt: skip
-    try:
-        fleet.wait_ready()
+    with fleet.running("api", "scheduler", "worker-EMU_MPS", "worker-EMU_SV", "worker-EMU_FREE",
+                       "worker-FRESNEL"):  # fmt: skip
         wait_for(lambda: "FRESNEL" in fleet.http.get("/api/v1/devices/public-specs").text, 30,
                  "the QPU's specs")  # fmt: skip
         yield fleet
-    finally:
-        fleet.stop()
 
 
 @pytest.mark.parametrize("client", list(CLIENTS))

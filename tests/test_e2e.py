@@ -28,15 +28,8 @@ def fleet(
     pg_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[TestFleet]:
     fleet = TestFleet(pg_url, redis_url, Path(tmp_path_factory.mktemp("fleet")))
-    fleet.start("api", "scheduler", *(f"worker-{d}" for d in EMULATORS))
-    try:
-        fleet.wait_ready()
+    with fleet.running("api", "scheduler", *(f"worker-{d}" for d in EMULATORS)):
         yield fleet
-    except BaseException:
-        print(fleet.logs())
-        raise
-    finally:
-        fleet.stop()
 
 
 @pytest.fixture

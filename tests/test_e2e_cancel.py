@@ -32,15 +32,8 @@ def fleet(
         ATOMFLEET_DEVICE_LIMITS=json.dumps({"NOOP": {"time_limit_s": 2}}),
         ATOMFLEET_OPEN_BATCH_TIMEOUT_S="3",
     )
-    fleet.start("api", "scheduler", "worker-EMU_MPS", "worker-NOOP")
-    try:
-        fleet.wait_ready()
+    with fleet.running("api", "scheduler", "worker-EMU_MPS", "worker-NOOP"):
         yield fleet
-    except BaseException:
-        print(fleet.logs())
-        raise
-    finally:
-        fleet.stop()
 
 
 @pytest.fixture

@@ -36,15 +36,8 @@ def fleet(
         ATOMFLEET_DEVICES='["NOOP"]',
         ATOMFLEET_AGING_S=json.dumps({"LOW": 2, "MEDIUM": 2}),
     )
-    fleet.start("api", "scheduler")
-    try:
-        fleet.wait_ready()
+    with fleet.running("api", "scheduler"):
         yield fleet
-    except BaseException:
-        print(fleet.logs())
-        raise
-    finally:
-        fleet.stop()
 
 
 @pytest.fixture

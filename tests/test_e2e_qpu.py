@@ -4,6 +4,7 @@ cancel reaching the QPU."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -61,18 +62,10 @@ def fleet(
         ATOMFLEET_QPU_RETRY_S="0.05",
     )
     fleet.processes.start("qpu", "qpu-simulator", "--port", str(port), "--shot-rate-hz", "100")
-    fleet.start("api", "scheduler", "worker-FRESNEL")
     qpu = Qpu(port)
-    try:
-        fleet.wait_ready()
+    with contextlib.closing(qpu.http), fleet.running("api", "scheduler", "worker-FRESNEL"):
         wait_for(lambda: "FRESNEL" in specs(fleet), 30, "the QPU's specs")
         yield fleet, qpu
-    except BaseException:
-        print(fleet.logs())
-        raise
-    finally:
-        qpu.http.close()
-        fleet.stop()
 
 
 @pytest.fixture

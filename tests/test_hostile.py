@@ -38,12 +38,8 @@ def api(
 ) -> Iterator[TestFleet]:
     fleet = TestFleet(pg_url, redis_url, Path(tmp_path_factory.mktemp("hostile")))
     fleet.env["ATOMFLEET_MAX_BODY_BYTES"] = str(CAP)
-    fleet.start("api")
-    try:
-        fleet.wait_ready()
+    with fleet.running("api"):
         yield fleet
-    finally:
-        fleet.stop()
 
 
 @pytest.fixture(scope="module")

@@ -32,12 +32,8 @@ MAX_EXAMPLES = 60
 @pytest.fixture
 def api(pg_url: str, redis_url: str, tmp_path: Path) -> Iterator[TestFleet]:
     fleet = TestFleet(pg_url, redis_url, tmp_path / "fleet")
-    fleet.start("api")
-    try:
-        fleet.wait_ready()
+    with fleet.running("api"):
         yield fleet
-    finally:
-        fleet.stop()
 
 
 def test_schemathesis_finds_no_server_error_and_no_undeclared_answer(

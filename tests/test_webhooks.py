@@ -252,15 +252,8 @@ def fleet(
         ATOMFLEET_WEBHOOK_ALLOW_HOSTS='["127.0.0.1"]',
         ATOMFLEET_WEBHOOK_RETRY_S=json.dumps([0.3] * 5),
     )
-    fleet.start("api", "scheduler", "worker-NOOP")
-    try:
-        fleet.wait_ready()
+    with fleet.running("api", "scheduler", "worker-NOOP"):
         yield fleet
-    except BaseException:
-        print(fleet.logs())
-        raise
-    finally:
-        fleet.stop()
 
 
 @pytest.fixture
