@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 from datetime import UTC, datetime
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from sqlalchemy.engine import make_url
@@ -37,7 +36,7 @@ COLUMNS = (
 def print_status(settings: Settings) -> int:
     """Print the status; 1 (with the reason on stderr) when the store or Redis cannot be read."""
     url = make_url(settings.resolved_database_url()).render_as_string(hide_password=True)
-    redis_url = hide_password(settings.redis_url)
+    redis_url = make_url(settings.redis_url).render_as_string(hide_password=True)
     engine = engine_from_settings(settings)
     try:
         with make_sessionmaker(engine)() as session:
@@ -89,16 +88,6 @@ def _row(cells: list[str]) -> str:
         (cell + " ").ljust(width) if width else cell
         for cell, (_, width) in zip(cells, COLUMNS, strict=True)
     ).rstrip()
-
-
-def hide_password(url: str) -> str:
-    """The URL with its password (if any) shown as ***."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = f"{parts.username}:" if parts.username else ":"
-    return urlunsplit(parts._replace(netloc=f"{user}***@{netloc}"))
 
 
 def duration(seconds: float) -> str:
