@@ -5,7 +5,9 @@ Read from the `ix_jobs_backlog` index (device, level, project, age): the distinc
 heads of every queue in one statement (on PostgreSQL, a LATERAL join: one index seek per
 queue), then a queue's next jobs in chunks when a policy takes more than its head. A policy
 pops from the queues in its own order; what it costs depends on the jobs it takes and the
-number of projects waiting, never on the size of the backlog.
+number of projects waiting, never on the size of the backlog. A dispatch decision locks
+what it reads, in small chunks, with every column a message needs; an order only read
+(queue positions) reads the few columns an estimate needs, in large chunks.
 
 Aging: a queue's head that waited longer than its level's aging is served one level
 higher, and one more for each further aging period of the level reached (a LOW job
@@ -25,12 +27,17 @@ from sqlalchemy import Integer, Row, Select, String, bindparam, column, func, se
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
-from core.enums import DeviceType, JobStatus, QueuePriority
+from core.enums import DeviceType, QueuePriority
 from scheduler.models import BACKLOG, Job
 from scheduler.policies.base import PICKED, ProjectState
 
 _BY_RANK = {p.rank: p for p in QueuePriority}
 _AGE_ORDER = (Job.created_at, Job.batch_id, Job.creation_order)  # first in, first out
+LOCKED_CHUNK = 64  # rows a dispatch decision reads (and locks) at once from one queue
+READ_CHUNK = 1024  # rows an order only read reads at once from one queue
+# What an order only read needs of a job: its queue, its age, what its run time depends on.
+READ = (Job.id, Job.batch_id, Job.project_id, Job.priority_rank, Job.runs, Job.atoms,
+        Job.duration_ns)  # fmt: skip
 
 
 @dataclass
@@ -51,23 +58,16 @@ class Backlog:
         aging_s: Mapping[QueuePriority, float],
         lock: bool,
         pairs: list[tuple[int, str]],
-        chunk: int = 64,
+        limit: int,
     ) -> None:
         self.session = session
         self.device = device
         self.now = now
         self.aging_s = aging_s
         self.lock = lock
-        self.chunk = chunk
+        self.chunk = min(limit, LOCKED_CHUNK if lock else READ_CHUNK)
         self.queues = [Queue(rank, project) for rank, project in pairs]
         self._heads_read = False
-
-    def _where(self) -> list[Any]:
-        return [
-            Job.device_type == self.device,
-            Job.status == JobStatus.PENDING,
-            Job.dispatched_at.is_(None),
-        ]
 
     def head(self, queue: Queue) -> Row[Any] | None:
         if not self._heads_read:
@@ -90,7 +90,7 @@ class Backlog:
             "projects": [q.project_id for q in self.queues],
             "per_queue": per_queue,
         }
-        for row in self.session.execute(_HEADS_LOCKED if self.lock else _HEADS, params):
+        for row in self.session.execute(_HEADS[self.lock], params):
             read.setdefault((row.level, row.project), []).append(row)
         for queue in self.queues:
             rows = read.get((queue.rank, queue.project_id), [])
@@ -140,19 +140,16 @@ class Backlog:
         return picked
 
     def _fill(self, queue: Queue) -> None:
-        query = select(*PICKED, Job.created_at, Job.creation_order).where(
-            *self._where(), Job.priority_rank == queue.rank, Job.project_id == queue.project_id
-        )
+        params: dict[str, Any] = {
+            "device": self.device.value,
+            "rank": queue.rank,
+            "project": queue.project_id,
+            "chunk": self.chunk,
+        }
         last = queue.last
         if last is not None:
-            query = query.where(
-                tuple_(Job.created_at, Job.batch_id, Job.creation_order)
-                > (last.created_at, last.batch_id, last.creation_order)
-            )
-        query = query.order_by(*_AGE_ORDER).limit(self.chunk)
-        if self.lock:
-            query = query.with_for_update(skip_locked=True)
-        rows = list(self.session.execute(query))
+            params.update(created=last.created_at, batch=last.batch_id, order=last.creation_order)
+        rows = list(self.session.execute(_NEXT[self.lock, last is not None], params))
         queue.rows.extend(rows)
         if rows:
             queue.last = rows[-1]
@@ -172,6 +169,10 @@ class Backlog:
         return (row.created_at, row.batch_id, row.creation_order)
 
 
+def _columns(lock: bool) -> tuple[Any, ...]:
+    return (*(PICKED if lock else READ), Job.created_at, Job.creation_order)
+
+
 def _heads(lock: bool) -> Select[Any]:
     """The first `per_queue` jobs of each (level, project) queue named by the arrays
     `ranks` and `projects`: one index seek per queue. Built once (its SQL is cached); the
@@ -184,7 +185,7 @@ def _heads(lock: bool) -> Select[Any]:
         .render_derived(name="pairs")
     )
     jobs = (
-        select(*PICKED, Job.created_at, Job.creation_order)
+        select(*_columns(lock))
         .where(
             Job.device_type == bindparam("device"),
             BACKLOG,
@@ -200,8 +201,30 @@ def _heads(lock: bool) -> Select[Any]:
     return select(pairs.c.level, pairs.c.project, heads).select_from(pairs).join(heads, true())
 
 
-_HEADS = _heads(lock=False)
-_HEADS_LOCKED = _heads(lock=True)
+def _next(lock: bool, after: bool) -> Select[Any]:
+    """A queue's next `chunk` jobs, from its start or `after` the last row read (`created`,
+    `batch`, `order`). Built once, like `_heads`."""
+    query = select(*_columns(lock)).where(
+        Job.device_type == bindparam("device"),
+        BACKLOG,
+        Job.priority_rank == bindparam("rank"),
+        Job.project_id == bindparam("project"),
+    )
+    if after:
+        query = query.where(
+            tuple_(*_AGE_ORDER)
+            > tuple_(
+                bindparam("created", type_=Job.created_at.type),
+                bindparam("batch"),
+                bindparam("order", type_=Integer),
+            )
+        )
+    query = query.order_by(*_AGE_ORDER).limit(bindparam("chunk", type_=Integer))
+    return query.with_for_update(skip_locked=True) if lock else query
+
+
+_HEADS = {lock: _heads(lock) for lock in (False, True)}
+_NEXT = {(lock, after): _next(lock, after) for lock in (False, True) for after in (False, True)}
 
 
 def aged_rank(rank: int, waited_s: float, aging_s: Mapping[QueuePriority, float]) -> int:

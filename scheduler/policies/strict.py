@@ -23,7 +23,7 @@ class StrictPriority:
         self, session: Session, device: DeviceType, limit: int, now: datetime, lock: bool = True
     ) -> list[Row[Any]]:
         found = waiting(session, device, now)
-        backlog = Backlog(session, device, now, self.aging_s, lock, found.pairs, min(limit, 64))
+        backlog = Backlog(session, device, now, self.aging_s, lock, found.pairs, limit)
 
         def key(queue: Queue, state: ProjectState) -> tuple[Any, ...] | None:
             rank = backlog.effective_rank(queue)
