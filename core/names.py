@@ -76,6 +76,29 @@ class RedisKeys:
         """The device's own id of the job (a QPU job uid), kept so a new attempt resumes it."""
         return f"{self.namespace}:remote:{job_id}"
 
+    def queue_order(self, device_type: DeviceType) -> str:
+        """Hash the scheduler publishes: job id -> "position expected_seconds_ahead" of the
+        device's waiting jobs, and `~meta` (JSON: when, slots, ...); replaced whole."""
+        return f"{self.namespace}:order:{device_type.value}"
+
+    def queue_order_wanted(self, device_type: DeviceType) -> str:
+        """Set by the API (with a TTL) whenever it reads the device's order: keep it fresh."""
+        return f"{self.namespace}:order:{device_type.value}:wanted"
+
+    def queue_order_asked(self, device_type: DeviceType) -> str:
+        """Counter of the API's requests for a new order of the device (a job newer than it)."""
+        return f"{self.namespace}:order:{device_type.value}:asked"
+
+    @property
+    def queue_order_wakeup(self) -> str:
+        """A list the order publisher blocks on: each entry names a device asked for."""
+        return f"{self.namespace}:order:wakeup"
+
+    @property
+    def queue_order_publisher(self) -> str:
+        """Set (with a TTL) while a scheduler publishes orders; absent, the API computes."""
+        return f"{self.namespace}:order:publisher"
+
     def cancel_flag(self, job_id: str) -> str:
         return f"{self.namespace}:cancel:{job_id}"
 

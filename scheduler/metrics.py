@@ -17,7 +17,7 @@ from core.metrics import JOB_SECONDS
 from scheduler.ledger import Ledger, Reactor
 
 LOOP_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
-LOOPS = ("dispatch", "events", "reconcile", "watch")
+LOOPS = ("dispatch", "events", "reconcile", "watch", "positions")
 # What the scheduler's own transactions end jobs in (cancels are the API's).
 ENDED_HERE = (JobStatus.DONE, JobStatus.ERROR)
 

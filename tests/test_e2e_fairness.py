@@ -219,10 +219,13 @@ def test_a_submission_over_the_waiting_quota_is_a_429_and_writes_nothing(
 def test_queue_positions_are_exact_on_one_worker(
     fleet: TestFleet, worker: Any, accounts: tuple[Account, Account]
 ) -> None:
-    # Given one worker busy with a long job, then LOW jobs and a HIGH one queued behind it
+    # Given one worker that ran a job (the run-time model has a sample), busy with a long
+    # job, then LOW jobs and a HIGH one queued behind it
     a, _ = accounts
-    busy = submit(fleet, a, 1, sleep_s=3)
     worker(1)
+    first = submit(fleet, a, 1, sleep_s=0.2)
+    wait_for(lambda: done(fleet, a, first["id"]), 20, "a first job to run")
+    busy = submit(fleet, a, 1, sleep_s=3)
     busy_job = busy["jobs"][0]["id"]
     wait_for(lambda: jobs_of(fleet, a, busy["id"])[0]["status"] == "RUNNING", 20, "it to run")
     queued = submit(fleet, a, 4, queue_priority="LOW")
@@ -238,6 +241,14 @@ def test_queue_positions_are_exact_on_one_worker(
     assert lows == sorted(lows) and high <= 1
     running = fleet.http.get(f"/api/v2/jobs/{busy_job}", headers=a.headers).json()["data"]
     assert running["queue_position"] is None
+    assert running["estimated_start_time"] is None
+    # And each waiting job has a start estimate (one slot: after the busy job and the jobs
+    # ahead), later for a later position, and ends after it starts
+    by_position = sorted(position.values(), key=lambda j: j["queue_position"])
+    starts = [datetime.fromisoformat(j["estimated_start_time"]) for j in by_position]
+    ends = [datetime.fromisoformat(j["estimated_end_time"]) for j in by_position]
+    assert starts == sorted(starts) and starts[0] < starts[-1]
+    assert all(start < end for start, end in zip(starts, ends, strict=True))
     # And the jobs then start exactly in that order
     wait_for(lambda: done(fleet, a, queued["id"]) and done(fleet, a, later["id"]), 30,
              "the queue to drain", every_s=0.5)  # fmt: skip
