@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Generic, TypeVar, cast
 
@@ -13,7 +15,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from core.enums import BatchStatus, DeviceType, JobOrigin, JobStatus, QueuePriority
 from core.errors import InvalidRequestError
 from scheduler.accounts import project_ids_of
-from scheduler.models import Batch, BatchTag, Job, JobCount
+from scheduler.models import Batch, BatchTag, Job, JobCount, utcnow
 
 MAX_LIMIT = 100
 T = TypeVar("T")
@@ -201,8 +203,13 @@ def list_jobs(
         projects = [p for p in projects if p in filters.project_id]
     scopes, anywhere, where = _job_scopes(session, sorted(projects), filters)
     if total is None:
-        count = select(func.count()).select_from(Job).where(anywhere, *where)
-        total = session.scalar(count) or 0
+        closed = _closed_key(projects, filters)
+        total = _CLOSED_TOTALS.get(closed) if closed is not None else None
+        if total is None:
+            total = session.scalar(select(func.count()).select_from(Job).where(anywhere, *where))
+            total = total or 0
+            if closed is not None:
+                _CLOSED_TOTALS.put(closed, total)
     # (batch_id, creation_order) is unique: with it every order is total, so pages never
     # repeat or skip a job, and the default order is one index walk per project.
     if order_by == "creation_order":
@@ -303,6 +310,53 @@ def maintained_job_total(session: Session, projects: list[str], filters: JobFilt
         )
         return sum(batch.counts()[s] for batch in rows for s in statuses)
     return None
+
+
+# Filters on what never changes once a job is written (its status does change).
+_IMMUTABLE = frozenset({"id", "id_prefix", "batch_id", "project_id", "user_id", "origin",
+                        "min_runs", "max_runs", "start_date", "end_date"})  # fmt: skip
+# A job is stamped when its submission is handled and written in the same short
+# transaction: no job created before this long ago can still appear.
+CLOSED_AFTER = timedelta(hours=1)
+
+
+class _Totals:
+    """A bounded LRU of the totals of closed windows: filters only on what never changes,
+    ending (`end_date`) long enough ago that no job can still appear in them (jobs are never
+    deleted). A user paging through old jobs counts them once, not on every page."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self.size = size
+        self._found: OrderedDict[tuple[Any, ...], int] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[Any, ...]) -> int | None:
+        with self._lock:
+            total = self._found.get(key)
+            if total is not None:
+                self._found.move_to_end(key)
+            return total
+
+    def put(self, key: tuple[Any, ...], total: int) -> None:
+        with self._lock:
+            self._found[key] = total
+            self._found.move_to_end(key)
+            while len(self._found) > self.size:
+                self._found.popitem(last=False)
+
+
+_CLOSED_TOTALS = _Totals()
+
+
+def _closed_key(projects: list[str], filters: JobFilters) -> tuple[Any, ...] | None:
+    """The cache key of a closed window's total, or None when it may still change."""
+    used = {name: value for name, value in vars(filters).items() if value not in (None, [])}
+    if filters.end_date is None or not used.keys() <= _IMMUTABLE:
+        return None
+    end = filters.end_date
+    if (end if end.tzinfo else end.replace(tzinfo=UTC)) >= utcnow() - CLOSED_AFTER:
+        return None
+    return (tuple(sorted(projects)), *sorted((k, repr(v)) for k, v in used.items()))
 
 
 def _statuses(filters: JobFilters) -> list[JobStatus]:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select, update
+from sqlalchemy import Engine, event, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
@@ -154,6 +154,10 @@ def test_every_job_filter_and_order_pages_like_one_sorted_list(
             {"end_date": (T0 + timedelta(hours=4)).isoformat(), "status": "PENDING"},
             lambda j: j.created_at <= T0 + timedelta(hours=4) and j.status == "PENDING",
         ),
+        (  # a closed window: its total is counted once, then cached
+            {"end_date": (T0 + timedelta(hours=4)).isoformat(), "min_runs": 6},
+            lambda j: j.created_at <= T0 + timedelta(hours=4) and j.runs >= 6,
+        ),
     ]
     orders = [
         ({}, "created_at", True, ("batch_id", "creation_order")),
@@ -200,3 +204,34 @@ def test_every_batch_filter_and_order_pages_like_one_sorted_list(
             expected = reference(batches, keep, key, desc, ("id",))
             seen, total = pages(client, caller, "/api/v1/batches", **params, **order)
             assert (seen, total) == (expected, len(expected)), (params, order)
+
+
+def test_a_closed_window_is_counted_once_and_an_open_one_on_every_page(
+    client: TestClient, backend: Backend, store: tuple[Account, Account]
+) -> None:
+    caller, _ = store
+    counts: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT COUNT(*)"):
+            counts.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", count)  # (the API's engine among them)
+    try:
+        # Given jobs created long ago: a window ending before them all is closed
+        closed = {"end_date": (T0 + timedelta(hours=5)).isoformat()}
+        first, total = pages(client, caller, "/api/v2/jobs", **closed)
+        assert len(counts) == 1 and total == len(first) > 4  # several pages, one count
+        again, total_again = pages(client, caller, "/api/v2/jobs", **closed)
+        assert (again, total_again, len(counts)) == (first, total, 1)
+        # A window that is still open (it ends tomorrow) is counted on every page, and a
+        # job submitted now is in its total
+        counts.clear()
+        open_window = {"end_date": (datetime.now(UTC) + timedelta(days=1)).isoformat()}
+        seen, total = pages(client, caller, "/api/v2/jobs", **open_window)
+        assert len(counts) == -(-total // 4)
+        create(client, caller, jobs=2)
+        _, total_after = pages(client, caller, "/api/v2/jobs", **open_window)
+        assert total_after == total + 2 == len(seen) + 2
+    finally:
+        event.remove(Engine, "before_cursor_execute", count)
