@@ -340,18 +340,27 @@ class QueueEstimator:
         return estimate
 
     def _order(self, session: Session, device: DeviceType, ids: list[str]) -> Order | None:
-        """The device's order, as far as `ids` go: the scheduler's, else computed here."""
-        order, alive = self.board.read(device, ids)
+        """The device's order, as far as `ids` go: the scheduler's, else computed here
+        (also while Redis does not answer: lists keep working)."""
+        try:
+            order, alive = self.board.read(device, ids)
+        except redis.RedisError:  # (and no live slots known: no start estimates)
+            return self._local_order(session, device, ids, redis_up=False)
         if not alive:
             return self._local_order(session, device, ids)
         if order is not None and not (order.complete and len(order.ahead) < len(ids)):
             return order
         # none published yet, or a job newer than the order: ask for a new one
-        asked = self.board.ask(device)
         session.commit()  # a read: gives its connection back while waiting
-        return self.board.answer(device, asked, ids, ASK_WAIT_S) or order
+        try:
+            asked = self.board.ask(device)
+            return self.board.answer(device, asked, ids, ASK_WAIT_S) or order
+        except redis.RedisError:
+            return order
 
-    def _local_order(self, session: Session, device: DeviceType, ids: list[str]) -> Order:
+    def _local_order(
+        self, session: Session, device: DeviceType, ids: list[str], redis_up: bool = True
+    ) -> Order:
         cached = self._local.get(device)
         if cached is not None and time.monotonic() - cached[0] < LOCAL_TTL_S:
             order = cached[1]
@@ -359,8 +368,8 @@ class QueueEstimator:
                 return order
         assert self.policy is not None
         model = self.run_times.model(session, device)
-        order = compute_order(session, device, self.policy, model,
-                              device_slots(self.client, self.keys, device))  # fmt: skip
+        slots = device_slots(self.client, self.keys, device) if redis_up else 0
+        order = compute_order(session, device, self.policy, model, slots)
         self._local[device] = (time.monotonic(), order)
         return order
 

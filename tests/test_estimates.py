@@ -132,6 +132,18 @@ def test_without_a_publisher_the_api_computes_positions_itself(
     assert not redis_client.exists(RedisKeys(settings.namespace).queue_order(DEVICE))
 
 
+def test_without_redis_the_api_still_answers_positions(
+    settings: Settings, sessions: sessionmaker[Session], account: Account
+) -> None:
+    nowhere = redis.Redis(port=1, socket_connect_timeout=0.5)  # nothing listens there
+    estimator = QueueEstimator(settings, nowhere)
+    ids = submit(sessions, account, 3)
+    with sessions() as session:
+        found = estimator.estimate(session, jobs(session, ids))
+    assert [found[i].queue_position for i in ids] == [0, 1, 2]
+    assert found[ids[0]].estimated_start_time is None  # no live workers known
+
+
 def test_the_publisher_paces_itself_by_what_an_order_costs(
     settings: Settings, sessions: sessionmaker[Session], redis_client: redis.Redis
 ) -> None:
