@@ -18,6 +18,8 @@ import redis
 from celery import Celery
 from celery.signals import task_received, worker_process_init, worker_ready, worker_shutdown
 from celery.worker import state as worker_state
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from core.broker import celery_config
 from core.config import Settings
@@ -35,6 +37,19 @@ from workers.metrics import WorkerMetrics
 from workers.progress import ProgressReporter
 
 log = logging.getLogger(__name__)
+
+
+def worker_redis(settings: Settings) -> redis.Redis:
+    """The worker's Redis client. A command on a pooled connection that Redis or the network
+    dropped (a restart, a proxy, an idle timeout) is retried on a new one, twice, instead of
+    failing the job it was for: claims are idempotent for their holder, lease renewals
+    and events are safe to repeat."""
+    return redis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=30,
+        health_check_interval=10,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
+    )
 
 
 class Runtime:
@@ -59,9 +74,7 @@ class Runtime:
     @property
     def client(self) -> redis.Redis:
         if self._client is None or self._pid != os.getpid():
-            self._client = redis.Redis.from_url(
-                self.settings.redis_url, socket_timeout=30, health_check_interval=10
-            )
+            self._client = worker_redis(self.settings)
             self._leases = Leases(self._client, self.keys, self.settings.lease_ttl_s)
             self._pid = os.getpid()
         return self._client

@@ -45,7 +45,11 @@ end
 local current = redis.call('GET', KEYS[1])
 if current and current ~= ARGV[1] then return 'stale' end
 if redis.call('EXISTS', KEYS[2]) == 1 then return 'canceled' end
-if not redis.call('SET', KEYS[3], ARGV[2], 'NX', 'EX', ARGV[3]) then return 'taken' end
+if not redis.call('SET', KEYS[3], ARGV[2], 'NX', 'EX', ARGV[3]) then
+  -- our own claim again: the client retried it after losing the reply
+  if redis.call('GET', KEYS[3]) == ARGV[2] then return 'ok' end
+  return 'taken'
+end
 return 'ok'
 """
 
