@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import redis
 from fastapi import FastAPI
 
 from api import errors, openapi
@@ -17,6 +16,7 @@ from api.request_metrics import RequestMetricsMiddleware
 from api.routes import batches, devices, jobs, oauth, probes
 from core.config import Settings
 from core.metrics import version
+from core.redis_client import redis_client
 from scheduler.db import engine_from_settings, make_sessionmaker
 from scheduler.estimates import QueueEstimator
 from scheduler.intake import Intake
@@ -26,7 +26,7 @@ from scheduler.specs import DeviceSpecs
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    client = redis_client(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
     specs = DeviceSpecs(settings, client)
     metrics = ApiMetrics(settings.devices)
     engine = engine_from_settings(settings)

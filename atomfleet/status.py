@@ -17,6 +17,7 @@ from core.config import Settings
 from core.enums import DeviceType, JobStatus
 from core.metrics import priority_label
 from core.names import RedisKeys
+from core.redis_client import redis_client
 from scheduler.db import engine_from_settings, make_sessionmaker
 from scheduler.fleet_state import (
     RANKS,
@@ -48,7 +49,7 @@ def print_status(settings: Settings) -> int:
         engine.dispose()
     devices = sorted(set(settings.devices) | store.devices())
     keys = RedisKeys(settings.namespace)
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    client = redis_client(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
     try:
         fleet = read_fleet(client, keys, devices)
         backlog = events_backlog(client, keys)

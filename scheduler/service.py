@@ -31,6 +31,7 @@ from core.config import Settings
 from core.enums import DeviceType
 from core.metrics import new_registry
 from core.metrics_http import MetricsServer
+from core.redis_client import redis_client
 from scheduler.collector import FleetCollector
 from scheduler.db import engine_from_settings, make_sessionmaker
 from scheduler.dispatch import Dispatcher, make_producer
@@ -75,7 +76,7 @@ def build(settings: Settings, devices: list[DeviceType]) -> Scheduler:
     def client(blocks_s: float = 1.0) -> redis.Redis:
         # One connection per loop: a blocking read must not stall the others; its socket
         # waits longer than its longest blocking read.
-        return redis.Redis.from_url(
+        return redis_client(
             settings.redis_url, socket_timeout=blocks_s + 30, health_check_interval=10
         )
 
@@ -142,7 +143,7 @@ def build(settings: Settings, devices: list[DeviceType]) -> Scheduler:
     ]
     clock = LoopClock({loop.name: loop.gap_s for loop in loops})
     # A scrape gives up on Redis long before Prometheus gives up on the scrape (10 s).
-    scrape_client = redis.Redis.from_url(
+    scrape_client = redis_client(
         settings.redis_url, socket_timeout=SCRAPE_TIMEOUT_S, socket_connect_timeout=2
     )
     collector = FleetCollector(sessions, scrape_client, dispatcher.keys, devices, clock)

@@ -18,8 +18,6 @@ import redis
 from celery import Celery
 from celery.signals import task_received, worker_process_init, worker_ready, worker_shutdown
 from celery.worker import state as worker_state
-from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 
 from core.broker import celery_config
 from core.config import Settings
@@ -27,6 +25,7 @@ from core.enums import DeviceType, EventKind
 from core.errors import DriverError
 from core.messages import JobEvent, JobSpec
 from core.names import RUN_JOB_TASK, RedisKeys
+from core.redis_client import redis_client
 from device_drivers.base import DeviceDriver, JobCanceled
 from device_drivers.registry import load_driver
 from workers import metrics
@@ -40,16 +39,8 @@ log = logging.getLogger(__name__)
 
 
 def worker_redis(settings: Settings) -> redis.Redis:
-    """The worker's Redis client. A command on a pooled connection that Redis or the network
-    dropped (a restart, a proxy, an idle timeout) is retried on a new one, twice, instead of
-    failing the job it was for: claims are idempotent for their holder, lease renewals
-    and events are safe to repeat."""
-    return redis.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=30,
-        health_check_interval=10,
-        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
-    )
+    """The worker's Redis client (it retries on a dropped connection: core.redis_client)."""
+    return redis_client(settings.redis_url, socket_timeout=30, health_check_interval=10)
 
 
 class Runtime:
