@@ -19,6 +19,10 @@ RETRIES = 2
 
 
 def redis_client(url: str, **options: Any) -> redis.Redis:
-    """`redis.Redis.from_url(url, **options)`, with the retries above."""
-    retry = Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=RETRIES)
+    """`redis.Redis.from_url(url, **options)`, with the retries above. Only a connection
+    error is retried (reset, refused: at once); a timeout is not, so that an unreachable
+    Redis costs one timeout, not three."""
+    retry = Retry(
+        ExponentialBackoff(cap=0.5, base=0.05), RETRIES, supported_errors=(redis.ConnectionError,)
+    )
     return redis.Redis.from_url(url, retry=retry, **options)
