@@ -38,9 +38,17 @@ def field_path(loc: tuple[int | str, ...]) -> str:
 
 
 def validation_messages(exc: ValidationError | RequestValidationError) -> list[str]:
-    messages = []
+    return [f"{field}: {reason}" for field, reason in validation_problems(exc)]
+
+
+def validation_problems(
+    exc: ValidationError | RequestValidationError, root: tuple[str, ...] = ()
+) -> list[tuple[str, str]]:
+    """(field, reason) of each error; `root` names what was validated (a bare JSON array
+    of jobs is `jobs`, so that its errors read `jobs[0].runs` as in Create Batch)."""
+    problems = []
     for err in exc.errors():
-        field = field_path(tuple(err.get("loc", ())))
+        field = field_path((*root, *err.get("loc", ())))
         reason = str(err.get("msg", "invalid")).removeprefix("Value error, ")
         if (
             err.get("type") == "string_pattern_mismatch"
@@ -49,8 +57,8 @@ def validation_messages(exc: ValidationError | RequestValidationError) -> list[s
             reason = "must not contain NUL characters"
         if err.get("type") == "json_invalid":
             field, reason = "body", f"not valid JSON: {err.get('ctx', {}).get('error', reason)}"
-        messages.append(f"{field}: {reason}")
-    return messages
+        problems.append((field, reason))
+    return problems
 
 
 def install(app: FastAPI) -> None:

@@ -280,6 +280,17 @@ def test_added_jobs_are_validated_like_new_ones(client: TestClient, account: Acc
     response = client.post(f"/api/v2/batches/{batch['id']}/jobs", json=bad, headers=account.headers)
     assert response.status_code == 422
     assert "jobs[0].variables: unknown variable 'omgea'" in response.json()["data"]["description"]
+    # schema errors are named the same way (the body is the array of jobs)
+    zero = [{"runs": 10}, {"runs": 0}]
+    response = client.post(f"/api/v2/batches/{batch['id']}/jobs", json=zero,
+                           headers=account.headers)  # fmt: skip
+    assert response.status_code == 422
+    assert response.json()["data"]["description"] == [
+        "jobs[1].runs: Input should be greater than or equal to 1"
+    ]
+    response = client.post(f"/api/v2/batches/{batch['id']}/jobs", json={"runs": 1},
+                           headers=account.headers)  # fmt: skip
+    assert response.json()["data"]["description"] == ["jobs: Input should be a valid array"]
     assert get(client, account, f"/api/v2/batches/{batch['id']}")["data"]["jobs_count"] == 0
 
 

@@ -12,13 +12,14 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Body, Request
-from pydantic import BaseModel, Field, TypeAdapter
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from api.deps import Services, ServicesDep, UserDep
 from api.envelope import paged, success
+from api.errors import validation_problems
 from api.openapi import json_body
 from api.params import BatchFiltersDep, BatchId, BatchJobFiltersDep, BatchPageDep
 from api.schemas import (
@@ -29,7 +30,7 @@ from api.schemas import (
     WebhookDeliveryOut,
     doc,
 )
-from core.errors import AtomfleetError
+from core.errors import AtomfleetError, InvalidRequestError
 from scheduler import listing, operations, queries
 from scheduler.intake import Caller
 from scheduler.listing import Direction
@@ -143,7 +144,10 @@ async def add_jobs(
 
 
 def _add_jobs(svc: Services, batch_id: str, raw: bytes, caller: Caller) -> Response:
-    jobs = _JOBS.validate_json(raw or b"null")
+    try:
+        jobs = _JOBS.validate_json(raw or b"null")
+    except ValidationError as exc:
+        raise InvalidRequestError(validation_problems(exc, root=("jobs",))) from exc
     retries = ["sequence" in job.model_fields_set and job.sequence is None for job in jobs]
     with svc.sessions.begin() as session:
         batch = operations.add_jobs(session, svc.intake, caller, batch_id, jobs, retries)
