@@ -84,6 +84,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("atomfleet_scheduler_events_duration_seconds", "histogram", (), _S, "one events batch"),
     Metric("atomfleet_scheduler_reconcile_duration_seconds", "histogram", (), _S, "one reconcile"),
     Metric("atomfleet_scheduler_watch_duration_seconds", "histogram", (), _S, "one fleet watch"),
+    Metric("atomfleet_scheduler_positions_duration_seconds", "histogram", (), _S, "queue orders"),
     # API
     Metric(
         "atomfleet_http_requests_total",
