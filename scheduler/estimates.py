@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -70,7 +70,11 @@ class Order:
     answers: int = 0  # the last request for a new order (OrderBoard.ask) it answers
 
     def meta(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k not in ("ahead", "expected_ahead")}
+        """What is published beside the positions (`asdict` would copy them too)."""
+        return {name: getattr(self, name) for name in _META_FIELDS}
+
+
+_META_FIELDS = ("at", "running_left_s", "slots", "complete", "answers")
 
 
 @dataclass
