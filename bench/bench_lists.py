@@ -232,7 +232,11 @@ def main() -> None:
                 big = db.execute(
                     "SELECT id FROM batches WHERE jobs_count = 10000 ORDER BY created_at LIMIT 1"
                 ).fetchone()[0]
-            procs, base = fleet(url, svc.redis_url)
+            # The history's RUNNING jobs have no worker and its open batches no client: a
+            # scheduler would requeue them all and time them out at once, mid-measurement,
+            # which no live platform does; here it leaves them be.
+            procs, base = fleet(url, svc.redis_url, ATOMFLEET_LOST_GRACE_S="86400",
+                                ATOMFLEET_OPEN_BATCH_TIMEOUT_S="1e9")  # fmt: skip
             procs.start("api")
             with (
                 httpx.Client(base_url=base, timeout=60) as client,

@@ -11,9 +11,9 @@
   start + the job's own expected run time. Unknown (null) without workers or a model.
 
 Who computes an order: the scheduler (`OrderPublisher`, its `positions` loop), for the
-devices whose order the API read in the last `WANTED_S`, at least every `REFRESH_S` (or
-`COST_SHARE` times what it costs, so that it never takes more than a tenth of the
-scheduler's time), and publishes it in Redis (`OrderBoard`); an API request reads its
+devices whose order the API read in the last `WANTED_S`, every `REFRESH_S` (or
+`COST_SHARE` times what publishing all of them costs, so that it never takes more than a
+tenth of the scheduler's time), and publishes it in Redis (`OrderBoard`); an API request reads its
 page's positions from there with one HMGET. A job newer than a published order that held
 every waiting job asks the scheduler for a new one and waits for it (at most
 `ASK_WAIT_S`). Without a publishing scheduler the API computes the order itself, at most
@@ -44,8 +44,8 @@ from scheduler.run_times import RunTimeModel, RunTimes
 from scheduler.workers import live_slots
 
 EXACT_UP_TO = 10_000
-REFRESH_S = 2.0  # a wanted order is republished at least this often...
-COST_SHARE = 10  # ...and at most once per this many times its cost
+REFRESH_S = 2.0  # a wanted order is republished this often...
+COST_SHARE = 10  # ...or once per this many times what publishing every wanted order costs
 ASKED_COST_SHARE = 4  # an order asked for (a newer job) at most once per this many costs
 WANTED_S = 30.0  # an order is published while the API read it this recently
 WAKE_S = 0.5  # the publisher looks at what is wanted at least this often
@@ -257,8 +257,12 @@ class OrderPublisher:
     def publish_once(self) -> int:
         """Publishes each wanted order that is due; how many it published."""
         published = 0
-        for device, asked in self.board.wanted(self.devices).items():
-            if not self._due(device, asked):
+        wanted = self.board.wanted(self.devices)
+        # what publishing every wanted order once costs: each is refreshed at most once per
+        # COST_SHARE times that, so that all of them take at most 1/COST_SHARE of the time
+        round_s = sum(self._published[d].cost_s for d in wanted if d in self._published)
+        for device, asked in wanted.items():
+            if not self._due(device, asked, round_s):
                 continue
             started = time.monotonic()
             with self.sessions() as session:
@@ -271,14 +275,14 @@ class OrderPublisher:
             published += 1
         return published
 
-    def _due(self, device: DeviceType, asked: int) -> bool:
+    def _due(self, device: DeviceType, asked: int, round_s: float) -> bool:
         last = self._published.get(device)
         if last is None:
             return True
         since = time.monotonic() - last.at
         if asked > last.answers and since >= ASKED_COST_SHARE * last.cost_s:
             return True
-        return since >= max(REFRESH_S, COST_SHARE * last.cost_s)
+        return since >= max(REFRESH_S, COST_SHARE * round_s)
 
     def wait(self) -> None:
         self.board.wait(WAKE_S)

@@ -144,22 +144,24 @@ def test_without_redis_the_api_still_answers_positions(
     assert found[ids[0]].estimated_start_time is None  # no live workers known
 
 
-def test_the_publisher_paces_itself_by_what_an_order_costs(
+def test_the_publisher_paces_itself_by_what_its_orders_cost(
     settings: Settings, sessions: sessionmaker[Session], redis_client: redis.Redis
 ) -> None:
     publisher = OrderPublisher(settings, sessions, redis_client)
     now = time.monotonic()
-    # an order that cost 0.5 s: republished every 10 x 0.5 s (not every REFRESH_S)
-    publisher._published[DEVICE] = _Published(at=now - 3.0, cost_s=0.5, answers=4)
+    # orders that cost 0.5 s in all to publish: each republished every 10 x 0.5 s (not
+    # every REFRESH_S), so that publishing takes at most a tenth of the time
+    publisher._published[DEVICE] = _Published(at=now - 3.0, cost_s=0.2, answers=4)
     assert COST_SHARE * 0.5 > 3.0 > REFRESH_S
-    assert not publisher._due(DEVICE, asked=4)
-    # a request for a new order is served once 4 x its cost has passed
-    assert publisher._due(DEVICE, asked=5)
-    publisher._published[DEVICE] = _Published(at=now - 1.0, cost_s=0.5, answers=4)
-    assert not publisher._due(DEVICE, asked=5)
-    # a cheap order is republished every REFRESH_S
+    assert not publisher._due(DEVICE, asked=4, round_s=0.5)
+    assert publisher._due(DEVICE, asked=4, round_s=0.2)  # (alone: 10 x 0.2 s <= 3 s)
+    # a request for a new order is served once 4 x its own cost has passed
+    assert publisher._due(DEVICE, asked=5, round_s=0.5)
+    publisher._published[DEVICE] = _Published(at=now - 0.5, cost_s=0.2, answers=4)
+    assert not publisher._due(DEVICE, asked=5, round_s=0.5)
+    # cheap orders are republished every REFRESH_S
     publisher._published[DEVICE] = _Published(at=now - REFRESH_S - 0.1, cost_s=0.01, answers=4)
-    assert publisher._due(DEVICE, asked=4)
+    assert publisher._due(DEVICE, asked=4, round_s=0.03)
 
 
 def wait_for_publisher(board: OrderBoard, timeout_s: float = 10.0) -> None:
