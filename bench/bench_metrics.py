@@ -58,8 +58,8 @@ def load(url: str, jobs: int) -> None:
             SELECT md5('p' || g)::uuid::text, 'bench-' || g, now()
             FROM generate_series(1, {PROJECTS}) g""",
         f"""INSERT INTO batches (id, project_id, user_id, status, open, device_type,
-                queue_priority, tags, created_at, updated_at, jobs_count, count_pending,
-                count_running, count_done, count_error, count_canceled)
+                queue_priority, tags, created_at, updated_at, last_job_at, jobs_count,
+                count_pending, count_running, count_done, count_error, count_canceled)
             SELECT md5('b' || b)::uuid::text, md5('p' || (b % {PROJECTS} + 1))::uuid::text,
                 md5('u' || (b % {PROJECTS} + 1))::uuid::text,
                 CASE WHEN b <= {ended} THEN 'DONE' WHEN b <= {running} THEN 'RUNNING'
@@ -67,7 +67,8 @@ def load(url: str, jobs: int) -> None:
                 false, ({devices})[b % {len(DEVICES)} + 1],
                 (ARRAY['HIGH', 'MEDIUM', 'LOW'])[b % 3 + 1], '[]',
                 now() - make_interval(secs => {jobs} - (b - 1) * {JOBS_PER_BATCH}),
-                now(), {JOBS_PER_BATCH}, 0, 0, 0, 0, 0
+                now(), now() - make_interval(secs => {jobs} - b * {JOBS_PER_BATCH}),
+                {JOBS_PER_BATCH}, 0, 0, 0, 0, 0
             FROM generate_series(1, {batches}) b""",
         f"""INSERT INTO jobs (id, batch_id, project_id, user_id, creation_order, status, runs,
                 progress, created_at, updated_at, start_timestamp, end_timestamp, device_type,
