@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, Generic, TypeVar, cast
 
@@ -15,7 +15,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from core.enums import BatchStatus, DeviceType, JobOrigin, JobStatus, QueuePriority
 from core.errors import InvalidRequestError
 from scheduler.accounts import project_ids_of
-from scheduler.models import Batch, BatchTag, Job, JobCount, utcnow
+from scheduler.models import Batch, BatchTag, Job, JobCount
 
 MAX_LIMIT = 100
 T = TypeVar("T")
@@ -203,13 +203,7 @@ def list_jobs(
         projects = [p for p in projects if p in filters.project_id]
     scopes, anywhere, where = _job_scopes(session, sorted(projects), filters)
     if total is None:
-        closed = _closed_key(projects, filters)
-        total = _CLOSED_TOTALS.get(closed) if closed is not None else None
-        if total is None:
-            total = session.scalar(select(func.count()).select_from(Job).where(anywhere, *where))
-            total = total or 0
-            if closed is not None:
-                _CLOSED_TOTALS.put(closed, total)
+        total = _counted_total(session, projects, filters, anywhere, where)
     # (batch_id, creation_order) is unique: with it every order is total, so pages never
     # repeat or skip a job, and the default order is one index walk per project.
     if order_by == "creation_order":
@@ -315,48 +309,68 @@ def maintained_job_total(session: Session, projects: list[str], filters: JobFilt
 # Filters on what never changes once a job is written (its status does change).
 _IMMUTABLE = frozenset({"id", "id_prefix", "batch_id", "project_id", "user_id", "origin",
                         "min_runs", "max_runs", "start_date", "end_date"})  # fmt: skip
-# A job is stamped when its submission is handled and written in the same short
-# transaction: no job created before this long ago can still appear.
-CLOSED_AFTER = timedelta(hours=1)
 
 
 class _Totals:
-    """A bounded LRU of the totals of closed windows: filters only on what never changes,
-    ending (`end_date`) long enough ago that no job can still appear in them (jobs are never
-    deleted). A user paging through old jobs counts them once, not on every page."""
+    """A bounded LRU of counted totals, each kept with the number of jobs its projects held
+    when it was counted."""
 
     def __init__(self, size: int = 1024) -> None:
         self.size = size
-        self._found: OrderedDict[tuple[Any, ...], int] = OrderedDict()
+        self._found: OrderedDict[tuple[Any, ...], tuple[int, int]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: tuple[Any, ...]) -> int | None:
+    def get(self, key: tuple[Any, ...], jobs: int) -> int | None:
         with self._lock:
-            total = self._found.get(key)
-            if total is not None:
-                self._found.move_to_end(key)
-            return total
+            found = self._found.get(key)
+            if found is None or found[0] != jobs:
+                return None
+            self._found.move_to_end(key)
+            return found[1]
 
-    def put(self, key: tuple[Any, ...], total: int) -> None:
+    def put(self, key: tuple[Any, ...], jobs: int, total: int) -> None:
         with self._lock:
-            self._found[key] = total
+            self._found[key] = (jobs, total)
             self._found.move_to_end(key)
             while len(self._found) > self.size:
                 self._found.popitem(last=False)
 
 
-_CLOSED_TOTALS = _Totals()
+_TOTALS = _Totals()
 
 
-def _closed_key(projects: list[str], filters: JobFilters) -> tuple[Any, ...] | None:
-    """The cache key of a closed window's total, or None when it may still change."""
+def _counted_total(
+    session: Session,
+    projects: list[str],
+    filters: JobFilters,
+    anywhere: ColumnElement[bool],
+    where: list[ColumnElement[bool]],
+) -> int:
+    """The number of matches, counted. When every filter is on what never changes, the
+    matches change only when a job is added to the projects (jobs are never deleted), so
+    the count is kept (per API process) with the projects' number of jobs, a maintained
+    count, and reused until that number changes: a user paging through a list counts its
+    matches once, not on every page."""
     used = {name: value for name, value in vars(filters).items() if value not in (None, [])}
-    if filters.end_date is None or not used.keys() <= _IMMUTABLE:
-        return None
-    end = filters.end_date
-    if (end if end.tzinfo else end.replace(tzinfo=UTC)) >= utcnow() - CLOSED_AFTER:
-        return None
-    return (tuple(sorted(projects)), *sorted((k, repr(v)) for k, v in used.items()))
+    key, jobs = None, 0
+    if used.keys() <= _IMMUTABLE:
+        key = (tuple(sorted(projects)), *sorted((k, repr(v)) for k, v in used.items()))
+        # read before the count: a job added meanwhile makes the next request count again
+        jobs = int(
+            session.scalar(
+                select(func.coalesce(func.sum(JobCount.n), 0)).where(
+                    JobCount.project_id.in_(projects)
+                )
+            )
+            or 0
+        )
+        cached = _TOTALS.get(key, jobs)
+        if cached is not None:
+            return cached
+    total = int(session.scalar(select(func.count()).select_from(Job).where(anywhere, *where)) or 0)
+    if key is not None:
+        _TOTALS.put(key, jobs, total)
+    return total
 
 
 def _statuses(filters: JobFilters) -> list[JobStatus]:
