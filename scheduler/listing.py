@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
@@ -354,7 +355,9 @@ def _counted_total(
     used = {name: value for name, value in vars(filters).items() if value not in (None, [])}
     key, jobs = None, 0
     if used.keys() <= _IMMUTABLE:
-        key = (tuple(sorted(projects)), *sorted((k, repr(v)) for k, v in used.items()))
+        # a digest: the filters' lists (ids...) may be long, the cache's memory stays bounded
+        described = repr((sorted(projects), sorted((k, repr(v)) for k, v in used.items())))
+        key = (hashlib.sha256(described.encode()).digest(),)
         # read before the count: a job added meanwhile makes the next request count again
         jobs = int(
             session.scalar(
