@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -70,11 +70,12 @@ class Order:
     answers: int = 0  # the last request for a new order (OrderBoard.ask) it answers
 
     def meta(self) -> dict[str, Any]:
-        """What is published beside the positions (`asdict` would copy them too)."""
+        """The fields published beside the positions (`asdict` would copy those too)."""
         return {name: getattr(self, name) for name in _META_FIELDS}
 
 
-_META_FIELDS = ("at", "running_left_s", "slots", "complete", "answers")
+# What is published beside the positions: every field of an order but its two maps.
+_META_FIELDS = tuple(f.name for f in fields(Order) if f.name not in ("ahead", "expected_ahead"))
 
 
 @dataclass
