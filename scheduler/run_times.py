@@ -3,8 +3,11 @@
 A least-squares fit of log(run seconds) on log(runs), log(duration) and the atom count
 (emulators grow exponentially with atoms, a QPU linearly with shots); with fewer than
 `MIN_SAMPLES` usable jobs, the median of those there are; with none, unknown. Refit at
-most every `MODEL_TTL_S` per process. The fair-share policy charges jobs it dispatches at
-this rate, queue estimates add it up.
+most every `MODEL_TTL_S` per process, every `COLD_TTL_S` while it knows fewer than
+`MIN_SAMPLES` jobs (a new device's first jobs correct the default at once). The fair-share
+policy charges jobs it dispatches at this rate (a rate far from the jobs' real run time
+would make the window of jobs in flight, not the run time, decide the shares); queue
+estimates add it up.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +27,7 @@ from core.enums import DeviceType, JobStatus
 from scheduler.models import Job
 
 MODEL_TTL_S = 30.0
+COLD_TTL_S = 1.0
 MIN_SAMPLES = 8
 SAMPLES = 300
 DEFAULT_RUN_S = 1.0
@@ -65,13 +70,15 @@ class RunTimeModel:
 
 @dataclass
 class RunTimes:
-    """The devices' run-time models, refit at most every MODEL_TTL_S."""
+    """The devices' run-time models, refit at most every MODEL_TTL_S (COLD_TTL_S)."""
 
+    clock: Callable[[], float] = time.monotonic
+    # device -> (when to refit, model)
     _models: dict[DeviceType, tuple[float, RunTimeModel]] = field(default_factory=dict)
 
     def model(self, session: Session, device: DeviceType) -> RunTimeModel:
         cached = self._models.get(device)
-        if cached is not None and time.monotonic() - cached[0] < MODEL_TTL_S:
+        if cached is not None and self.clock() < cached[0]:
             return cached[1]
         rows = session.execute(
             select(Job.runs, Job.duration_ns, Job.atoms, Job.start_timestamp, Job.end_timestamp)
@@ -85,7 +92,8 @@ class RunTimes:
             if r.start_timestamp is not None and r.end_timestamp is not None
         ]
         model = RunTimeModel.fit(samples)
-        self._models[device] = (time.monotonic(), model)
+        ttl_s = MODEL_TTL_S if len(samples) >= MIN_SAMPLES else COLD_TTL_S
+        self._models[device] = (self.clock() + ttl_s, model)
         return model
 
     def typical(self, session: Session, device: DeviceType) -> float:

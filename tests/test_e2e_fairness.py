@@ -140,8 +140,9 @@ def test_weights_two_to_one_get_two_to_one(
     worker(1)
     wait_for(lambda: done(fleet, a, batch_a["id"]) and done(fleet, b, batch_b["id"]), 120,
              "both batches to end", every_s=0.5)  # fmt: skip
-    first = Counter(started_order(fleet, [(a, batch_a["id"]), (b, batch_b["id"])])[:45])
-    assert abs(first["a"] / first["b"] - 2.0) <= 0.3, first
+    order = started_order(fleet, [(a, batch_a["id"]), (b, batch_b["id"])])
+    first = Counter(order[:45])
+    assert abs(first["a"] / first["b"] - 2.0) <= 0.3, "".join(order)
 
 
 def test_a_running_cap_of_one_is_never_exceeded(

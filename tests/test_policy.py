@@ -23,6 +23,7 @@ from scheduler.migrate import upgrade
 from scheduler.models import Job, ProjectUsage, utcnow
 from scheduler.policies.fair_share import FairShare
 from scheduler.policies.strict import StrictPriority
+from scheduler.run_times import COLD_TTL_S, DEFAULT_RUN_S, MODEL_TTL_S, RunTimes
 from scheduler.submissions import CreateBatchRequest
 from tests.conftest import Account, make_account
 from tests.sequences import plain
@@ -213,3 +214,35 @@ def test_usage_decays_with_its_half_life_between_writes(
         assert usage.decayed_run_s == pytest.approx(600, rel=1e-3)
         assert (usage.jobs, usage.run_s) == (2, pytest.approx(1100))
         assert abs((utcnow() - usage.decayed_at).total_seconds()) < 60
+
+
+def test_a_new_device_s_run_time_is_learned_from_its_first_jobs(tmp_path: Path) -> None:
+    # Given a fresh store (no job ever ran on the device) and a clock we move by hand
+    engine = make_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    upgrade(engine)
+    sessions = make_sessionmaker(engine)
+    jobs = submit(sessions, make_account(sessions), 30)
+    now = [0.0]
+    run_times = RunTimes(clock=lambda: now[0])
+
+    def typical() -> float:
+        with sessions() as session:
+            return run_times.typical(session, DEVICE)
+
+    assert typical() == DEFAULT_RUN_S
+    # When its first jobs run 50 ms each, the default gives way within COLD_TTL_S (not
+    # MODEL_TTL_S): fair share charges jobs in flight at this rate
+    finish(sessions, jobs[:3], 0.05, utcnow())
+    assert typical() == DEFAULT_RUN_S  # still cached
+    now[0] += COLD_TTL_S
+    assert typical() == pytest.approx(0.05)
+    # Once it knows MIN_SAMPLES jobs, the model is kept MODEL_TTL_S
+    finish(sessions, jobs[3:10], 0.05, utcnow())
+    now[0] += COLD_TTL_S
+    assert typical() == pytest.approx(0.05)
+    finish(sessions, jobs[10:], 2.0, utcnow())
+    now[0] += COLD_TTL_S
+    assert typical() == pytest.approx(0.05)
+    now[0] += MODEL_TTL_S
+    assert typical() == pytest.approx(2.0)
+    engine.dispose()
