@@ -154,7 +154,7 @@ def main() -> None:
             if procs is not None:
                 stop(procs, svc.redis_url)
             svc.drop(url)
-    print(f"dispatch decision: pick + UPDATE, {args.rounds} rounds each, LOW backlog over "
+    print(f"dispatch decision: pick + claim, {args.rounds} rounds each, LOW backlog over "
           f"{PROJECTS} projects; HIGH NOOP job submit -> RUNNING on a real fleet (policy fair), "
           f"{args.samples} jobs each")  # fmt: skip
     print(f"{'LOW jobs waiting':>18s} | {'policy':6s} | {'decision, 1 job':>21s} | "
