@@ -5,11 +5,11 @@ waiting in the backlog, written with SQL (`bench.dataset.load_backlog`). The wai
 are EMU_SV jobs, a device this fleet does not serve (no worker, not dispatched), so the
 backlog cannot drain while it is measured. At each size:
 
-- dispatch decision: the policy's `pick` plus the `claim` of the picked jobs (one
-  UPDATE ... RETURNING), as in `Dispatcher._dispatch`'s transaction (rolled back, so
-  every round sees the same backlog), for EMU_SV itself: one HIGH EMU_SV job waits ahead
-  of the LOW ones, so `limit=1` takes it and `limit=64` (the largest window) takes it
-  and 63 LOW jobs (target: < 10 ms); under both policies, `strict` (levels then FIFO, the dispatcher
+- dispatch decision: the policy's `pick` plus the UPDATE of the picked rows, as in
+  `Dispatcher._dispatch`'s transaction (rolled back, so every round sees the same
+  backlog), for EMU_SV itself: one HIGH EMU_SV job waits ahead of the LOW ones, so
+  `limit=1` takes it and `limit=64` (the largest window) takes it and 63 LOW jobs
+  (target: < 10 ms); under both policies, `strict` (levels then FIFO, the dispatcher
   before fair share) and `fair` (the default), the LOW backlog spread over 100 projects;
 - HIGH submit -> RUNNING: a real fleet (api, scheduler, a NOOP worker) takes a new HIGH
   NOOP job; its start time on the worker minus the time it was posted (target: within
@@ -26,6 +26,7 @@ from datetime import datetime
 
 import httpx
 import psycopg
+from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from bench.common import Account, account, fleet, machine, p, services, stop, wait_healthy
@@ -33,9 +34,9 @@ from bench.dataset import load_backlog, refresh_counts
 from core.config import Settings
 from core.enums import DeviceType
 from scheduler.db import make_engine, make_sessionmaker
-from scheduler.models import utcnow
+from scheduler.models import Job, utcnow
 from scheduler.policies import make_policy
-from scheduler.policies.base import Policy, claim
+from scheduler.policies.base import Policy
 from tests.sequences import plain
 
 SIZES = (10_000, 100_000, 1_000_000)
@@ -50,16 +51,20 @@ HEADERS = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
 def decision_times(
     sessions: sessionmaker[Session], policy: Policy, limit: int, rounds: int
 ) -> list[float]:
-    """Seconds of `pick` + `claim` for EMU_SV, each in its own transaction, rolled back."""
+    """Seconds of `pick` + UPDATE for EMU_SV, each in its own transaction, rolled back."""
     times = []
     for _ in range(rounds):
         with sessions() as session:
             start = time.perf_counter()
             now = utcnow()
-            picked = policy.pick(session, DeviceType.EMU_SV, limit, now)
-            rows = claim(session, picked, now)
+            rows = policy.pick(session, DeviceType.EMU_SV, limit, now)
+            session.execute(
+                update(Job)
+                .where(Job.id.in_([r.id for r in rows]))
+                .values(attempt=Job.attempt + 1, dispatched_at=now)
+            )
             times.append(time.perf_counter() - start)
-            assert rows[0].priority_rank == 0 and len(rows) == len(picked)
+            assert rows[0].priority_rank == 0
             session.rollback()
     return times
 
@@ -154,7 +159,7 @@ def main() -> None:
             if procs is not None:
                 stop(procs, svc.redis_url)
             svc.drop(url)
-    print(f"dispatch decision: pick + claim, {args.rounds} rounds each, LOW backlog over "
+    print(f"dispatch decision: pick + UPDATE, {args.rounds} rounds each, LOW backlog over "
           f"{PROJECTS} projects; HIGH NOOP job submit -> RUNNING on a real fleet (policy fair), "
           f"{args.samples} jobs each")  # fmt: skip
     print(f"{'LOW jobs waiting':>18s} | {'policy':6s} | {'decision, 1 job':>21s} | "

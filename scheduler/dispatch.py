@@ -40,7 +40,7 @@ from core.names import RUN_JOB_TASK, RedisKeys, device_queues, queue_name
 from scheduler.models import Batch, Job, utcnow
 from scheduler.policies import make_policy
 from scheduler.policies.backlog import aged_rank
-from scheduler.policies.base import Policy, claim
+from scheduler.policies.base import Policy
 from scheduler.workers import live_slots
 
 log = logging.getLogger(__name__)
@@ -248,9 +248,14 @@ class Dispatcher:
         """Send up to `room` jobs of `device`; (sent, asked)."""
         with self.sessions.begin() as session:
             now = utcnow()
-            rows = claim(session, self.policy.pick(session, device, room, now), now)
+            rows = self.policy.pick(session, device, room, now)
             if not rows:
                 return 0, room
+            session.execute(
+                update(Job)
+                .where(Job.id.in_([r.id for r in rows]))
+                .values(attempt=Job.attempt + 1, dispatched_at=now)
+            )
             payloads = self._payloads(session, {r.batch_id for r in rows})
         # Committed first: if publishing fails now, the job goes back to the backlog (or
         # reconciliation sends it again).
@@ -382,7 +387,7 @@ def _spec(row: Row[Any], device: DeviceType, payload: _BatchPayload) -> JobSpec:
     return JobSpec(
         job_id=row.id,
         batch_id=row.batch_id,
-        attempt=row.attempt,
+        attempt=row.attempt + 1,
         device_type=device,
         sequence=sequence,
         variables=row.variables,

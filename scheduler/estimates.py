@@ -99,7 +99,7 @@ def compute_order(
         )
         .order_by(Job.priority_rank, Job.dispatched_at, Job.created_at, Job.creation_order)
     ).all()
-    backlog = policy.pick(session, device, EXACT_UP_TO, now)
+    backlog = policy.pick(session, device, EXACT_UP_TO, now, lock=False)
     ahead: dict[str, int] = {}
     expected_ahead: dict[str, float] = {}
     total = 0.0

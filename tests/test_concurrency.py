@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import redis
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import Settings
@@ -28,7 +28,6 @@ from scheduler.events import apply_events
 from scheduler.intake import Caller, Intake
 from scheduler.listing import JobFilters
 from scheduler.models import Batch, Job, JobCount, Result, utcnow
-from scheduler.policies.base import claim
 from scheduler.policies.strict import StrictPriority
 from scheduler.reconcile import Reconciler
 from scheduler.submissions import CreateBatchRequest
@@ -53,8 +52,13 @@ def submit(sessions: sessionmaker[Session], account: Account, jobs: int) -> tupl
 def dispatch(sessions: sessionmaker[Session]) -> None:
     """What the dispatcher does to the store: pick backlog jobs, stamp a new attempt."""
     with sessions.begin() as session:
-        now = utcnow()
-        claim(session, StrictPriority().pick(session, DeviceType.EMU_SV, 4, now), now)
+        rows = StrictPriority().pick(session, DeviceType.EMU_SV, 4, utcnow())
+        if rows:
+            session.execute(
+                update(Job)
+                .where(Job.id.in_([r.id for r in rows]))
+                .values(attempt=Job.attempt + 1, dispatched_at=utcnow())
+            )
 
 
 def event(sessions: sessionmaker[Session], job_id: str, kind: EventKind) -> None:

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import Settings
@@ -21,7 +21,6 @@ from scheduler.intake import Caller, Intake
 from scheduler.ledger import ledger, lock_batches, lock_jobs
 from scheduler.migrate import upgrade
 from scheduler.models import Job, ProjectUsage, utcnow
-from scheduler.policies.base import claim
 from scheduler.policies.fair_share import FairShare
 from scheduler.policies.strict import StrictPriority
 from scheduler.run_times import COLD_TTL_S, DEFAULT_RUN_S, MODEL_TTL_S, RunTimes
@@ -55,10 +54,11 @@ def submit(
 
 def order(sessions: sessionmaker[Session], policy: object, n: int, now: datetime) -> list[str]:
     """The next `n` jobs the policy would dispatch, taking each (as the dispatcher does)."""
+    taken = []
     with sessions.begin() as session:
-        picked = policy.pick(session, DEVICE, n, now)  # type: ignore[attr-defined]
-        taken = [r.id for r in claim(session, picked, now)]
-    assert taken == [r.id for r in picked]  # nothing else holds them
+        for row in policy.pick(session, DEVICE, n, now):  # type: ignore[attr-defined]
+            taken.append(row.id)
+        session.execute(update(Job).where(Job.id.in_(taken)).values(dispatched_at=now, attempt=1))
     return taken
 
 
@@ -190,7 +190,7 @@ def test_the_order_read_without_locks_is_the_order_dispatched(
     policy = FairShare(half_life_s=3600)
     now = utcnow()
     with sessions() as session:
-        read = [r.id for r in policy.pick(session, DEVICE, 100, now)]
+        read = [r.id for r in policy.pick(session, DEVICE, 100, now, lock=False)]
     assert read == order(sessions, policy, 100, now)
 
 
@@ -246,29 +246,3 @@ def test_a_new_device_s_run_time_is_learned_from_its_first_jobs(tmp_path: Path) 
     now[0] += MODEL_TTL_S
     assert typical() == pytest.approx(2.0)
     engine.dispose()
-
-
-def test_a_claim_takes_only_the_picked_jobs_still_waiting_and_free(
-    sessions: sessionmaker[Session], account: Account
-) -> None:
-    # Given three jobs picked (the pick locks nothing)
-    ids = submit(sessions, account, 3, "HIGH")
-    now = utcnow()
-    with sessions() as dispatcher, sessions() as holder:
-        picked = [r for r in StrictPriority().pick(dispatcher, DEVICE, 100, now) if r.id in ids]
-        assert [r.id for r in picked] == ids
-        # When, before the claim, another dispatcher took the first and another
-        # transaction (a cancel) holds the second
-        with sessions.begin() as other:
-            other.execute(update(Job).where(Job.id == ids[0]).values(dispatched_at=now, attempt=1))
-        holder.execute(select(Job.id).where(Job.id == ids[1]).with_for_update())
-        taken = claim(dispatcher, picked, now)
-        dispatcher.commit()
-        holder.rollback()
-    # Then only the third is taken, at its first attempt, with what its message needs;
-    # the held one still waits
-    assert [(r.id, r.attempt, r.runs) for r in taken] == [(ids[2], 1, 5)]
-    with sessions() as session:
-        query = select(Job.id, Job.dispatched_at).where(Job.id.in_(ids))
-        dispatched = {job_id: at for job_id, at in session.execute(query)}
-    assert dispatched[ids[1]] is None and dispatched[ids[2]] is not None

@@ -5,9 +5,9 @@ Read from the `ix_jobs_backlog` index (device, level, project, age): the distinc
 heads of every queue in one statement (on PostgreSQL, a LATERAL join: one index seek per
 queue), then a queue's next jobs in chunks when a policy takes more than its head. A policy
 pops from the queues in its own order; what it costs depends on the jobs it takes and the
-number of projects waiting, never on the size of the backlog. It reads few columns and
-locks nothing: the dispatcher locks and reads whole only the jobs it takes
-(`base.claim`).
+number of projects waiting, never on the size of the backlog. A dispatch decision locks
+what it reads, in small chunks, with every column a message needs; an order only read
+(queue positions) reads the few columns an estimate needs, in large chunks.
 
 Aging: a queue's head that waited longer than its level's aging is served one level
 higher, and one more for each further aging period of the level reached (a LOW job
@@ -29,11 +29,15 @@ from sqlalchemy.orm import Session
 
 from core.enums import DeviceType, QueuePriority
 from scheduler.models import BACKLOG, Job
-from scheduler.policies.base import READ, ProjectState
+from scheduler.policies.base import PICKED, ProjectState
 
 _BY_RANK = {p.rank: p for p in QueuePriority}
 _AGE_ORDER = (Job.created_at, Job.batch_id, Job.creation_order)  # first in, first out
-CHUNK = 1024  # the most rows read at once from one queue (a decision reads at most its limit)
+LOCKED_CHUNK = 64  # rows a dispatch decision reads (and locks) at once from one queue
+READ_CHUNK = 1024  # rows an order only read reads at once from one queue
+# What an order only read needs of a job: its queue, its age, what its run time depends on.
+READ = (Job.id, Job.batch_id, Job.project_id, Job.priority_rank, Job.runs, Job.atoms,
+        Job.duration_ns)  # fmt: skip
 
 
 @dataclass
@@ -52,6 +56,7 @@ class Backlog:
         device: DeviceType,
         now: datetime,
         aging_s: Mapping[QueuePriority, float],
+        lock: bool,
         pairs: list[tuple[int, str]],
         limit: int,
     ) -> None:
@@ -59,7 +64,8 @@ class Backlog:
         self.device = device
         self.now = now
         self.aging_s = aging_s
-        self.chunk = min(limit, CHUNK)
+        self.lock = lock
+        self.chunk = min(limit, LOCKED_CHUNK if lock else READ_CHUNK)
         self.queues = [Queue(rank, project) for rank, project in pairs]
         self._heads_read = False
 
@@ -84,7 +90,7 @@ class Backlog:
             "projects": [q.project_id for q in self.queues],
             "per_queue": per_queue,
         }
-        for row in self.session.execute(_HEADS, params):
+        for row in self.session.execute(_HEADS[self.lock], params):
             read.setdefault((row.level, row.project), []).append(row)
         for queue in self.queues:
             rows = read.get((queue.rank, queue.project_id), [])
@@ -143,7 +149,7 @@ class Backlog:
         last = queue.last
         if last is not None:
             params.update(created=last.created_at, batch=last.batch_id, order=last.creation_order)
-        rows = list(self.session.execute(_NEXT[last is not None], params))
+        rows = list(self.session.execute(_NEXT[self.lock, last is not None], params))
         queue.rows.extend(rows)
         if rows:
             queue.last = rows[-1]
@@ -163,7 +169,11 @@ class Backlog:
         return (row.created_at, row.batch_id, row.creation_order)
 
 
-def _heads() -> Select[Any]:
+def _columns(lock: bool) -> tuple[Any, ...]:
+    return (*(PICKED if lock else READ), Job.created_at, Job.creation_order)
+
+
+def _heads(lock: bool) -> Select[Any]:
     """The first `per_queue` jobs of each (level, project) queue named by the arrays
     `ranks` and `projects`: one index seek per queue. Built once (its SQL is cached); the
     backlog predicate is the partial index's own, literally, so a generic plan uses it."""
@@ -175,7 +185,7 @@ def _heads() -> Select[Any]:
         .render_derived(name="pairs")
     )
     jobs = (
-        select(*READ)
+        select(*_columns(lock))
         .where(
             Job.device_type == bindparam("device"),
             BACKLOG,
@@ -185,14 +195,16 @@ def _heads() -> Select[Any]:
         .order_by(*_AGE_ORDER)
         .limit(bindparam("per_queue", type_=Integer))
     )
+    if lock:
+        jobs = jobs.with_for_update(skip_locked=True)
     heads = jobs.lateral("heads")
     return select(pairs.c.level, pairs.c.project, heads).select_from(pairs).join(heads, true())
 
 
-def _next(after: bool) -> Select[Any]:
+def _next(lock: bool, after: bool) -> Select[Any]:
     """A queue's next `chunk` jobs, from its start or `after` the last row read (`created`,
     `batch`, `order`). Built once, like `_heads`."""
-    query = select(*READ).where(
+    query = select(*_columns(lock)).where(
         Job.device_type == bindparam("device"),
         BACKLOG,
         Job.priority_rank == bindparam("rank"),
@@ -207,11 +219,12 @@ def _next(after: bool) -> Select[Any]:
                 bindparam("order", type_=Integer),
             )
         )
-    return query.order_by(*_AGE_ORDER).limit(bindparam("chunk", type_=Integer))
+    query = query.order_by(*_AGE_ORDER).limit(bindparam("chunk", type_=Integer))
+    return query.with_for_update(skip_locked=True) if lock else query
 
 
-_HEADS = _heads()
-_NEXT = {after: _next(after) for after in (False, True)}
+_HEADS = {lock: _heads(lock) for lock in (False, True)}
+_NEXT = {(lock, after): _next(lock, after) for lock in (False, True) for after in (False, True)}
 
 
 def aged_rank(rank: int, waited_s: float, aging_s: Mapping[QueuePriority, float]) -> int:

@@ -7,59 +7,40 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Row, func, select, text, tuple_, update
+from sqlalchemy import Row, func, select, text, tuple_
 from sqlalchemy.orm import Session
 
 from core.enums import ACTIVE_JOB_STATUSES, DeviceType, JobStatus
-from scheduler.models import BACKLOG, Job, Project, ProjectUsage
+from scheduler.models import Job, Project, ProjectUsage
 
-# What a policy reads of a waiting job: its queue, its age, what its run time depends on
-# (few columns: a decision reads the heads of every project's queue, more than it takes).
-READ: tuple[Any, ...] = (
-    Job.id, Job.batch_id, Job.project_id, Job.priority_rank, Job.runs, Job.atoms,
-    Job.duration_ns, Job.created_at, Job.creation_order,
-)  # fmt: skip
-# What the dispatcher needs of a job it takes, to build its message.
-CLAIMED: tuple[Any, ...] = (
-    Job.id, Job.batch_id, Job.project_id, Job.priority_rank, Job.attempt, Job.variables,
-    Job.runs, Job.sequence, Job.remote_id, Job.created_at,
-)  # fmt: skip
+# What the dispatcher needs of a job to build its message.
+PICKED = (
+    Job.id,
+    Job.batch_id,
+    Job.project_id,
+    Job.priority_rank,
+    Job.attempt,
+    Job.variables,
+    Job.runs,
+    Job.sequence,
+    Job.remote_id,
+    Job.atoms,
+    Job.duration_ns,
+)
 
 
 class Policy(Protocol):
     def pick(
-        self, session: Session, device: DeviceType, limit: int, now: datetime
+        self, session: Session, device: DeviceType, limit: int, now: datetime, lock: bool = True
     ) -> list[Row[Any]]:
-        """Up to `limit` backlog jobs of `device` to dispatch now, in order, with the
-        columns of `READ`. Only read, nothing locked: the dispatcher `claim`s what it sends,
-        and queue positions read the same order."""
+        """Up to `limit` backlog jobs of `device` to dispatch now, in order.
+
+        Rows carry the columns of `PICKED` (plus `created_at`, `creation_order`); with
+        `lock` they are locked `FOR UPDATE SKIP LOCKED` in the caller's transaction, so two
+        dispatchers never pick the same job. Without, the same order is only read (queue
+        positions).
+        """
         ...
-
-
-def claim(session: Session, picked: list[Row[Any]], now: datetime) -> list[Row[Any]]:
-    """Takes picked jobs for dispatch in the caller's transaction, in one statement: locks
-    those still waiting (in id order, skipping any another transaction holds: a cancel,
-    another dispatcher), stamps their new attempt and returns them in the picked order with
-    the columns of `CLAIMED` (`attempt` the new one). A job canceled or taken since it was
-    picked is left out, so no job is ever sent twice. Only the jobs taken are locked and
-    read whole."""
-    if not picked:
-        return []
-    still_waiting = (
-        select(Job.id)
-        .where(Job.id.in_(sorted(r.id for r in picked)), BACKLOG)
-        .order_by(Job.id)
-        .with_for_update(skip_locked=True)
-    )
-    taken = session.execute(
-        update(Job)
-        .where(Job.id.in_(still_waiting.scalar_subquery()))
-        .values(attempt=Job.attempt + 1, dispatched_at=now)
-        .returning(*CLAIMED),
-        execution_options={"synchronize_session": False},
-    )
-    by_id = {row.id: row for row in taken}
-    return [by_id[r.id] for r in picked if r.id in by_id]
 
 
 @dataclass

@@ -34,10 +34,10 @@ class FairShare:
         self.expected_run_s = expected_run_s
 
     def pick(
-        self, session: Session, device: DeviceType, limit: int, now: datetime
+        self, session: Session, device: DeviceType, limit: int, now: datetime, lock: bool = True
     ) -> list[Row[Any]]:
         found = waiting(session, device, now, self.half_life_s)
-        backlog = Backlog(session, device, now, self.aging_s, found.pairs, limit)
+        backlog = Backlog(session, device, now, self.aging_s, lock, found.pairs, limit)
         states = found.states
         each = self.expected_run_s(session, device) if states else 0.0
 

@@ -20,10 +20,10 @@ class StrictPriority:
         self.aging_s = dict(aging_s or {})
 
     def pick(
-        self, session: Session, device: DeviceType, limit: int, now: datetime
+        self, session: Session, device: DeviceType, limit: int, now: datetime, lock: bool = True
     ) -> list[Row[Any]]:
         found = waiting(session, device, now)
-        backlog = Backlog(session, device, now, self.aging_s, found.pairs, limit)
+        backlog = Backlog(session, device, now, self.aging_s, lock, found.pairs, limit)
 
         def key(queue: Queue, state: ProjectState) -> tuple[Any, ...] | None:
             rank = backlog.effective_rank(queue)
