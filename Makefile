@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install tools run test check format bench clean
+.PHONY: install tools run test check format lock bench clean
 
 install: $(STAMP)
 
@@ -44,6 +44,12 @@ check: install
 format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# The images' hashed lock files (deploy/docker/locks/), from pyproject.toml and constraints.txt.
+# Keeps the pins it has: run it after changing either; `UPGRADE=1` moves every pin. torch's CPU
+# wheel comes from TORCH_CPU_WHEELS, else PIP_FIND_LINKS, else PyTorch's CPU index.
+lock: install
+	$(BIN)/python deploy/docker/lock.py $(if $(UPGRADE),--upgrade)
 
 # Every figure is a ratio against a baseline measured in the same run (see README).
 bench: install
