@@ -105,35 +105,7 @@ def _seconds(duration: str) -> int:
 # =========================================================================== images
 
 
-def test_every_file_the_images_copy_exists_and_is_sent_in_the_build_context() -> None:
-    for dockerfile in d.dockerfiles():
-        ignore = (dockerfile.parent / f"{dockerfile.name}.dockerignore").read_text().split()
-        allowed = {line[1:] for line in ignore if line.startswith("!")}
-        for instruction, args in d.dockerfile_instructions(dockerfile):
-            if instruction != "COPY" or "--from" in args:
-                continue
-            *sources, _ = args.split()
-            for source in sources:
-                assert (d.ROOT / source).exists(), f"{dockerfile.name} copies missing {source}"
-                assert source.rstrip("/") in allowed, (
-                    f"{dockerfile.name}.dockerignore drops {source}"
-                )
-
-
-def test_the_worker_image_pins_torch_through_constraints_and_the_api_image_has_none() -> None:
-    pinned = re.search(r"^torch==(\S+)$", (d.ROOT / "constraints.txt").read_text(), re.M)
-    assert pinned, "constraints.txt pins no torch"
-    runs = {
-        p.name: [a for i, a in d.dockerfile_instructions(p) if i == "RUN"] for p in d.dockerfiles()
-    }
-    torch = [r for r in runs["Dockerfile.worker"] if "torch==" in r]
-    assert len(torch) == 1 and f"torch=={pinned.group(1)}" in torch[0], torch
-    assert "-c constraints.txt" in torch[0] and "/whl/cpu" in torch[0], "a CPU torch, constrained"
-    emulators = [r for r in runs["Dockerfile.worker"] if "[emulators]" in r]
-    assert len(emulators) == 1 and "-c constraints.txt" in emulators[0]
-    assert runs["Dockerfile.worker"].index(torch[0]) < runs["Dockerfile.worker"].index(emulators[0])
-    api = "\n".join(runs["Dockerfile.api"])
-    assert "torch" not in api and "emulators" not in api, "the API image needs neither"
+# What the images send, install and run: tests/test_images.py.
 
 
 def test_the_images_run_as_a_non_root_user_with_a_healthcheck_on_their_own_port() -> None:
