@@ -33,7 +33,9 @@ class Settings(BaseSettings):
     )
     secret_key: str = Field(
         default="",
-        description="Key that signs results links; empty means one generated in data_dir.",
+        description="Keys of results links, comma-separated: links are signed with the first "
+        "and accepted under any, so a new key goes first and the old ones follow until "
+        "their links expire; empty means one generated in data_dir.",
     )
     public_url: str = Field(
         default="",
@@ -200,6 +202,13 @@ class Settings(BaseSettings):
     )
     progress_interval_s: float = Field(default=0.5, gt=0)
 
+    @field_validator("secret_key")
+    @classmethod
+    def _no_empty_key(cls, value: str) -> str:
+        if value and not all(key.strip() for key in value.split(",")):
+            raise ValueError("an empty key in the comma-separated list")
+        return value
+
     @field_validator("devices")
     @classmethod
     def _known_devices(cls, devices: list[DeviceType]) -> list[DeviceType]:
@@ -267,10 +276,11 @@ class Settings(BaseSettings):
             )
         return found
 
-    def resolved_secret_key(self) -> str:
-        """The configured key, else one generated once and kept in data_dir."""
+    def resolved_secret_keys(self) -> tuple[str, ...]:
+        """The configured keys (the first signs), else one generated once and kept in
+        data_dir."""
         if self.secret_key:
-            return self.secret_key
+            return tuple(key.strip() for key in self.secret_key.split(","))
         path = self.data_dir / "secret_key"
         if not path.exists():
             import secrets
@@ -278,4 +288,4 @@ class Settings(BaseSettings):
             self.data_dir.mkdir(parents=True, exist_ok=True)
             path.write_text(secrets.token_urlsafe(32))
             path.chmod(0o600)
-        return path.read_text().strip()
+        return (path.read_text().strip(),)

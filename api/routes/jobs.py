@@ -93,7 +93,7 @@ def results_link(user_id: UserDep, job_id: JobId, request: Request, svc: Service
     if not has_result:
         return success({"results_link": None})
     expires = int(time.time()) + svc.settings.results_link_ttl_s
-    signature = signing.sign(svc.secret_key, job_id, expires)
+    signature = signing.sign(svc.secret_keys[0], job_id, expires)
     query = urlencode({"expires": expires, "signature": signature})
     base = svc.settings.public_url.rstrip("/") or str(request.base_url).rstrip("/")
     return success({"results_link": f"{base}/api/v1/results/{job_id}?{query}"})
@@ -111,7 +111,7 @@ def download_result(
     svc: ServicesDep,
 ) -> Response:
     """The result as a bare JSON object `{counter, serialised_results}`; no auth, signed URL."""
-    if not signing.verify(svc.secret_key, job_id, expires, signature):
+    if not signing.verify(svc.secret_keys, job_id, expires, signature):
         raise NotFoundError("result", job_id)
     with svc.sessions() as session:
         result = queries.get_result(session, job_id)
