@@ -41,6 +41,12 @@ class Settings(BaseSettings):
         default="",
         description="Base URL that results links point to; empty means the request's own URL.",
     )
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1,::1",
+        description="Addresses or networks (comma-separated, `*` for any) of the proxies whose "
+        "X-Forwarded-Proto and X-Forwarded-For the API trusts (uvicorn's "
+        "forwarded_allow_ips): behind a TLS-terminating proxy, links take its https.",
+    )
     devices: list[DeviceType] = Field(
         default_factory=default_devices,
         description="Device types this deployment accepts and dispatches (a JSON list); by "
