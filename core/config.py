@@ -197,6 +197,23 @@ class Settings(BaseSettings):
     )
     webhook_timeout_s: float = Field(default=15.0, gt=0)
 
+    # Retention
+    results_retention_days: int = Field(
+        default=0,
+        ge=0,
+        le=36500,
+        description="Results (and jobs' own sequences) of jobs that ended more than this many "
+        "days ago are deleted by the scheduler; the job rows stay, and their results link "
+        "answers 410. 0: kept forever.",
+    )
+    results_purge_batch_rows: int = Field(
+        default=500,
+        ge=1,
+        le=10_000,
+        description="Most jobs one purge transaction handles, so that it holds its locks "
+        "briefly whatever the store's size.",
+    )
+
     # Workers
     worker_concurrency: int = Field(default=1, ge=1)
     torch_threads: int = Field(default=0, ge=0, description="0: cores / concurrency.")
