@@ -41,7 +41,9 @@ class Purged:
 
 
 class ResultsRetention:
-    interval_s = 60.0
+    # A turn with nothing to purge is one index probe; 30 s keeps every loop turning well
+    # within AtomfleetSchedulerLoopStalled's 120 s.
+    interval_s = 30.0
     turn_budget_s = 10.0
 
     def __init__(
