@@ -41,7 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         intake=Intake(settings, specs),
         specs=specs,
         estimator=QueueEstimator(settings, client),
-        secret_key=settings.resolved_secret_key(),
+        secret_keys=settings.resolved_secret_keys(),
         metrics=metrics,
     )
 

@@ -29,7 +29,8 @@ class Services:
     intake: Intake
     specs: DeviceSpecs
     estimator: QueueEstimator
-    secret_key: str
+    # Results-link keys: the first signs, any verifies (ATOMFLEET_SECRET_KEY).
+    secret_keys: tuple[str, ...]
     metrics: ApiMetrics
 
     @property

@@ -18,6 +18,7 @@ from api.route_templates import RouteTemplates
 from core.errors import (
     AuthenticationError,
     ConflictError,
+    GoneError,
     InvalidRequestError,
     NotFoundError,
     QuotaExceededError,
@@ -79,6 +80,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(NotFoundError)
     async def _not_found(_: Request, exc: NotFoundError) -> Response:
         return failure(404, str(exc))
+
+    @app.exception_handler(GoneError)
+    async def _gone(_: Request, exc: GoneError) -> Response:
+        return failure(410, str(exc))
 
     @app.exception_handler(QuotaExceededError)
     async def _quota(_: Request, exc: QuotaExceededError) -> Response:

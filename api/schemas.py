@@ -47,7 +47,9 @@ class JobOut(BaseModel):
         default=None, description="When it should end (ISO-8601); null when unknown."
     )
     sequence: str | None = Field(
-        default=None, description="The built pulse sequence (only on GET /api/v2/jobs/{id})."
+        default=None,
+        description="The built pulse sequence (only on GET /api/v2/jobs/{id}); null once the "
+        "results retention purged the job.",
     )
 
 

@@ -44,7 +44,16 @@ def cmd_api(args: argparse.Namespace) -> None:
 
     host = args.host or settings.api_host
     port = args.port or settings.api_port
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+    # Behind a TLS-terminating proxy, its X-Forwarded-Proto makes links https: trusted only
+    # from the proxies named in ATOMFLEET_FORWARDED_ALLOW_IPS.
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level="warning",
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+    )
 
 
 def cmd_scheduler(args: argparse.Namespace) -> None:

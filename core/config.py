@@ -33,11 +33,19 @@ class Settings(BaseSettings):
     )
     secret_key: str = Field(
         default="",
-        description="Key that signs results links; empty means one generated in data_dir.",
+        description="Keys of results links, comma-separated: links are signed with the first "
+        "and accepted under any, so a new key goes first and the old ones follow until "
+        "their links expire; empty means one generated in data_dir.",
     )
     public_url: str = Field(
         default="",
         description="Base URL that results links point to; empty means the request's own URL.",
+    )
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1,::1",
+        description="Addresses or networks (comma-separated, `*` for any) of the proxies whose "
+        "X-Forwarded-Proto and X-Forwarded-For the API trusts (uvicorn's "
+        "forwarded_allow_ips): behind a TLS-terminating proxy, links take its https.",
     )
     devices: list[DeviceType] = Field(
         default_factory=default_devices,
@@ -189,6 +197,23 @@ class Settings(BaseSettings):
     )
     webhook_timeout_s: float = Field(default=15.0, gt=0)
 
+    # Retention
+    results_retention_days: int = Field(
+        default=0,
+        ge=0,
+        le=36500,
+        description="Results (and jobs' own sequences) of jobs that ended more than this many "
+        "days ago are deleted by the scheduler; the job rows stay, and their results link "
+        "answers 410. 0: kept forever.",
+    )
+    results_purge_batch_rows: int = Field(
+        default=500,
+        ge=1,
+        le=10_000,
+        description="Most jobs one purge transaction handles, so that it holds its locks "
+        "briefly whatever the store's size.",
+    )
+
     # Workers
     worker_concurrency: int = Field(default=1, ge=1)
     torch_threads: int = Field(default=0, ge=0, description="0: cores / concurrency.")
@@ -199,6 +224,13 @@ class Settings(BaseSettings):
         "the broker's visibility timeout is above it.",
     )
     progress_interval_s: float = Field(default=0.5, gt=0)
+
+    @field_validator("secret_key")
+    @classmethod
+    def _no_empty_key(cls, value: str) -> str:
+        if value and not all(key.strip() for key in value.split(",")):
+            raise ValueError("an empty key in the comma-separated list")
+        return value
 
     @field_validator("devices")
     @classmethod
@@ -267,10 +299,11 @@ class Settings(BaseSettings):
             )
         return found
 
-    def resolved_secret_key(self) -> str:
-        """The configured key, else one generated once and kept in data_dir."""
+    def resolved_secret_keys(self) -> tuple[str, ...]:
+        """The configured keys (the first signs), else one generated once and kept in
+        data_dir."""
         if self.secret_key:
-            return self.secret_key
+            return tuple(key.strip() for key in self.secret_key.split(","))
         path = self.data_dir / "secret_key"
         if not path.exists():
             import secrets
@@ -278,4 +311,4 @@ class Settings(BaseSettings):
             self.data_dir.mkdir(parents=True, exist_ok=True)
             path.write_text(secrets.token_urlsafe(32))
             path.chmod(0o600)
-        return path.read_text().strip()
+        return (path.read_text().strip(),)

@@ -45,6 +45,10 @@ class QuotaExceededError(AtomfleetError):
         super().__init__(f"{field}: {reason}")
 
 
+class GoneError(AtomfleetError):
+    """The resource existed and was deleted on purpose (a result past its retention)."""
+
+
 class ConflictError(AtomfleetError):
     """The action is not allowed in the resource's current state."""
 

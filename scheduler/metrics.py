@@ -17,7 +17,7 @@ from core.metrics import JOB_SECONDS
 from scheduler.ledger import Ledger, Reactor
 
 LOOP_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
-LOOPS = ("dispatch", "events", "reconcile", "watch", "positions")
+LOOPS = ("dispatch", "events", "reconcile", "watch", "positions", "retention")
 # What the scheduler's own transactions end jobs in (cancels are the API's).
 ENDED_HERE = (JobStatus.DONE, JobStatus.ERROR)
 
@@ -41,6 +41,11 @@ class SchedulerMetrics:
         self.events_applied = Counter(
             "atomfleet_events_applied_total",
             "Worker events (RUNNING, PROGRESS, DONE, ERROR) applied to the store.",
+            registry=registry,
+        )
+        self.results_purged = Counter(
+            "atomfleet_results_purged_total",
+            "Job results deleted by the results retention (ATOMFLEET_RESULTS_RETENTION_DAYS).",
             registry=registry,
         )
         self.queue_wait = Histogram(

@@ -252,6 +252,7 @@ class BatchTag(Base):
 BACKLOG = text("status = 'PENDING' AND dispatched_at IS NULL")
 IN_FLIGHT = text("status IN ('PENDING', 'RUNNING') AND dispatched_at IS NOT NULL")
 _DONE = text("status = 'DONE'")
+UNPURGED_ENDED = text("results_purged_at IS NULL AND end_timestamp IS NOT NULL")
 
 
 class Job(Base):
@@ -286,6 +287,8 @@ class Job(Base):
     origin: Mapped[JobOrigin] = mapped_column(
         _enum(JobOrigin, "job_origin"), default=JobOrigin.CLIENT, server_default="CLIENT"
     )
+    # When the results retention deleted its result and its own sequence (the row stays).
+    results_purged_at: Mapped[datetime | None]
 
     __table_args__ = (
         Index("ix_jobs_batch_order", "batch_id", "creation_order", unique=True),
@@ -317,6 +320,14 @@ class Job(Base):
             "end_timestamp",
             postgresql_where=_DONE,
             sqlite_where=_DONE,
+        ),
+        # The results retention walks ended jobs not yet purged, oldest end first; a purged
+        # job leaves the index, so a turn never re-reads what earlier turns purged.
+        Index(
+            "ix_jobs_unpurged_by_end",
+            "end_timestamp",
+            postgresql_where=UNPURGED_ENDED,
+            sqlite_where=UNPURGED_ENDED,
         ),
         # Lists: newest first within a project (and status); (batch_id, creation_order)
         # makes the order unique, so a page never sorts a whole batch. A list over several

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.enums import ENDED_BATCH_STATUSES, BatchStatus, JobStatus
-from core.errors import ConflictError, InvalidRequestError
+from core.errors import ConflictError, GoneError, InvalidRequestError
 from scheduler import queries, quotas
 from scheduler.intake import Caller, Intake, job_row, new_batch, persist, set_tags
 from scheduler.ledger import ledger, lock_batches, lock_jobs
@@ -150,12 +150,28 @@ def rebatch(
     old = queries.get_batch(session, user_id, batch_id)
     intake.check_served(old.device_type)
     jobs = session.execute(
-        select(Job.id, Job.runs, Job.variables, Job.sequence, Job.atoms, Job.duration_ns)
+        select(
+            Job.id,
+            Job.runs,
+            Job.variables,
+            Job.sequence,
+            Job.atoms,
+            Job.duration_ns,
+            Job.results_purged_at,
+        )
         .where(Job.batch_id == old.id, *job_conditions(filters))
         .order_by(Job.creation_order)
     ).all()
     if not jobs:
         raise InvalidRequestError.single("filters", "no job of the batch matches them")
+    # A purged job may have lost its own sequence (the builder would then run instead).
+    purged = sum(job.results_purged_at is not None for job in jobs)
+    if purged:
+        raise GoneError(
+            f"batch {old.id}: {purged} matching jobs ended long ago and the results retention "
+            "deleted their results and sequences; rebatch newer jobs (start_date) or submit "
+            "them again"
+        )
     quotas.check(session, old.project_id, "filters", batch_jobs=len(jobs), new_jobs=len(jobs))
     new = new_batch(
         project_id=old.project_id,

@@ -74,7 +74,10 @@ def get_result(session: Session, job_id: str) -> Result | None:
 
 def job_sequence(job: Job, batch: Batch) -> str | None:
     """The built sequence the job runs: its own, or the batch builder with its variables;
-    None for a job of a large batch that cannot be built (it ends ERROR, saying why)."""
+    None for a job of a large batch that cannot be built (it ends ERROR, saying why), and
+    once the results retention purged the job (its own sequence is gone)."""
+    if job.results_purged_at is not None:
+        return None
     if job.sequence is not None:
         return job.sequence
     if batch.sequence_builder is None:

@@ -8,7 +8,9 @@
 - qpus: keeps each QPU's operational status and specs in Redis;
 - timeouts: ends open batches that received no job for too long (TIMED_OUT);
 - webhooks: delivers the outbox of ended batches' webhooks;
-- positions: publishes the queue order of the devices whose positions the API reads.
+- positions: publishes the queue order of the devices whose positions the API reads;
+- retention: deletes the results of jobs ended long ago (only with
+  `results_retention_days`).
 
 Each loop's work is timed into a histogram and its turns are clocked: `/healthz` answers
 503 once a loop stops turning, and `/metrics` serves those with the store-derived gauges.
@@ -26,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
+from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import Settings
 from core.enums import DeviceType
@@ -42,6 +45,7 @@ from scheduler.metrics import SchedulerMetrics
 from scheduler.qpu_watch import QpuWatch
 from scheduler.reactions import redis_reactor
 from scheduler.reconcile import Reconciler
+from scheduler.retention import ResultsRetention
 from scheduler.timeouts import OpenBatchTimeouts
 from scheduler.watch import FleetWatch
 from scheduler.webhooks.delivery import WebhookSender
@@ -141,6 +145,9 @@ def build(settings: Settings, devices: list[DeviceType]) -> Scheduler:
         # A turn computes each wanted order: a device of 10,000 waiting jobs takes ~0.1-0.3 s.
         Loop("positions", positions.publish_once, positions.wait, gap_s=WAKE_S + 10.0),
     ]
+    retention = retention_loop(settings, sessions, metrics)
+    if retention is not None:
+        loops.append(retention)
     clock = LoopClock({loop.name: loop.gap_s for loop in loops})
     # A scrape gives up on Redis long before Prometheus gives up on the scrape (10 s).
     scrape_client = redis_client(
@@ -149,6 +156,22 @@ def build(settings: Settings, devices: list[DeviceType]) -> Scheduler:
     collector = FleetCollector(sessions, scrape_client, dispatcher.keys, devices, clock)
     metrics.registry.register(collector)
     return Scheduler(loops, clock, metrics, collector)
+
+
+def retention_loop(
+    settings: Settings, sessions: sessionmaker[Session], metrics: SchedulerMetrics
+) -> Loop | None:
+    """The results retention's loop, counting what it deletes; None when it is off."""
+    if not settings.results_retention_days:
+        return None
+    retention = ResultsRetention(settings, sessions, metrics.results_purged.inc)
+    # A turn stops after its budget once a transaction ends (the clock adds its margin).
+    return Loop(
+        "retention",
+        retention.purge_once,
+        pause_s=retention.interval_s,
+        gap_s=retention.interval_s + retention.turn_budget_s,
+    )
 
 
 def run_loop(

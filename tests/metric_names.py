@@ -76,6 +76,7 @@ METRICS: tuple[Metric, ...] = (
     ),
     Metric("atomfleet_jobs_requeued_total", "counter", ("device_type",), _S, "lost jobs re-run"),
     Metric("atomfleet_events_applied_total", "counter", (), _S, "worker events applied"),
+    Metric("atomfleet_results_purged_total", "counter", (), _S, "results deleted by retention"),
     Metric(
         "atomfleet_job_queue_wait_seconds", "histogram", ("device_type",), _S, "submit to RUNNING"
     ),
@@ -85,6 +86,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("atomfleet_scheduler_reconcile_duration_seconds", "histogram", (), _S, "one reconcile"),
     Metric("atomfleet_scheduler_watch_duration_seconds", "histogram", (), _S, "one fleet watch"),
     Metric("atomfleet_scheduler_positions_duration_seconds", "histogram", (), _S, "queue orders"),
+    Metric("atomfleet_scheduler_retention_duration_seconds", "histogram", (), _S, "one purge turn"),
     # API
     Metric(
         "atomfleet_http_requests_total",

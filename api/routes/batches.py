@@ -225,7 +225,7 @@ def cancel_jobs(
 @router.post(
     "/api/v1/batches/{batch_id}/rebatch",
     summary="Rebatch",
-    responses=doc(BatchOut, errors=(401, 404, 429)),
+    responses=doc(BatchOut, errors=(401, 404, 410, 429)),
 )
 def rebatch(
     user_id: UserDep, batch_id: BatchId, filters: BatchJobFiltersDep, svc: ServicesDep

@@ -17,6 +17,8 @@ from api.schemas import ErrorEnvelope, JobOut, JobStatusOut, ResultOut, ResultsL
 from core.errors import NotFoundError
 from scheduler import listing, operations, queries
 from scheduler.listing import Direction
+from scheduler.models import Job
+from scheduler.retention import purged_result
 from scheduler.wire import job_dict, with_estimates
 
 router = APIRouter(tags=["jobs"])
@@ -83,17 +85,21 @@ def cancel_job(user_id: UserDep, job_id: JobId, svc: ServicesDep) -> Response:
 @router.get(
     "/api/v1/jobs/{job_id}/results_link",
     summary="Get Job Results Link",
-    responses=doc(ResultsLinkOut, errors=(401, 404)),
+    responses=doc(ResultsLinkOut, errors=(401, 404, 410)),
 )
 def results_link(user_id: UserDep, job_id: JobId, request: Request, svc: ServicesDep) -> Response:
-    """A pre-signed, expiring URL to download the job's result; null until it exists."""
+    """A pre-signed, expiring URL to download the job's result; null until it exists; 410
+    once the results retention deleted it."""
     with svc.sessions() as session:
         job = queries.get_job(session, user_id, job_id)
+        gone = purged_result(job, svc.settings.results_retention_days)
+        if gone is not None:
+            raise gone
         has_result = queries.get_result(session, job.id) is not None
     if not has_result:
         return success({"results_link": None})
     expires = int(time.time()) + svc.settings.results_link_ttl_s
-    signature = signing.sign(svc.secret_key, job_id, expires)
+    signature = signing.sign(svc.secret_keys[0], job_id, expires)
     query = urlencode({"expires": expires, "signature": signature})
     base = svc.settings.public_url.rstrip("/") or str(request.base_url).rstrip("/")
     return success({"results_link": f"{base}/api/v1/results/{job_id}?{query}"})
@@ -102,7 +108,11 @@ def results_link(user_id: UserDep, job_id: JobId, request: Request, svc: Service
 @router.get(
     "/api/v1/results/{job_id}",
     summary="Download Job Result",
-    responses={200: {"model": ResultOut}, 404: {"model": ErrorEnvelope}},
+    responses={
+        200: {"model": ResultOut},
+        404: {"model": ErrorEnvelope},
+        410: {"model": ErrorEnvelope},
+    },
 )
 def download_result(
     job_id: JobId,
@@ -110,11 +120,14 @@ def download_result(
     signature: Annotated[str, Query(max_length=128, pattern="^[0-9a-f]*$")],
     svc: ServicesDep,
 ) -> Response:
-    """The result as a bare JSON object `{counter, serialised_results}`; no auth, signed URL."""
-    if not signing.verify(svc.secret_key, job_id, expires, signature):
+    """The result as a bare JSON object `{counter, serialised_results}`; no auth, signed URL;
+    410 once the results retention deleted it (a link handed out before)."""
+    if not signing.verify(svc.secret_keys, job_id, expires, signature):
         raise NotFoundError("result", job_id)
     with svc.sessions() as session:
         result = queries.get_result(session, job_id)
         if result is None:
-            raise NotFoundError("result", job_id)
+            job = session.get(Job, job_id)
+            gone = purged_result(job, svc.settings.results_retention_days) if job else None
+            raise gone or NotFoundError("result", job_id)
         return raw({"counter": result.counter, "serialised_results": result.serialised_results})
