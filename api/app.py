@@ -11,9 +11,12 @@ from api import errors, openapi
 from api.body import BodyLimitMiddleware
 from api.deps import Services
 from api.guard import InputGuardMiddleware
+from api.limiter import Limiter
+from api.login import PasswordHashing
 from api.metrics import ApiMetrics
 from api.request_metrics import RequestMetricsMiddleware
 from api.routes import batches, devices, jobs, oauth, probes
+from api.specs_cache import SpecsCache
 from core.config import Settings
 from core.metrics import version
 from core.redis_client import redis_client
@@ -43,12 +46,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         estimator=QueueEstimator(settings, client),
         secret_keys=settings.resolved_secret_keys(),
         metrics=metrics,
+        specs_cache=SpecsCache(specs),
+        limiter=Limiter(client, settings.namespace),
+        hashing=PasswordHashing(settings.login_hash_threads, settings.login_hash_queue),
     )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        services.specs_cache.warm()
         yield
         # Connections are closed, not left to the garbage collector.
+        services.hashing.close()
         engine.dispose()
         client.close()
 

@@ -11,7 +11,10 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.limiter import Limiter
+from api.login import PasswordHashing
 from api.metrics import ApiMetrics
+from api.specs_cache import SpecsCache
 from core.config import Settings
 from core.errors import AuthenticationError
 from core.names import RedisKeys
@@ -32,6 +35,9 @@ class Services:
     # Results-link keys: the first signs, any verifies (ATOMFLEET_SECRET_KEY).
     secret_keys: tuple[str, ...]
     metrics: ApiMetrics
+    specs_cache: SpecsCache
+    limiter: Limiter
+    hashing: PasswordHashing
 
     @property
     def keys(self) -> RedisKeys:

@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -118,6 +119,12 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(OperationalError)
     async def _database_down(_: Request, exc: OperationalError) -> Response:
         log.warning("database unavailable: %s", exc)
+        return failure(503, "the database is unavailable; try again")
+
+    @app.exception_handler(PoolTimeoutError)
+    async def _database_busy(_: Request, exc: PoolTimeoutError) -> Response:
+        # Every pooled connection stayed busy for db_pool_timeout_s (a slow or hung store).
+        log.warning("no database connection free: %s", exc)
         return failure(503, "the database is unavailable; try again")
 
     @app.exception_handler(redis.ConnectionError)

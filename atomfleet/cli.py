@@ -122,7 +122,7 @@ def cmd_migrate(args: argparse.Namespace) -> None:
     from scheduler.db import engine_from_settings
     from scheduler.migrate import upgrade
 
-    upgrade(engine_from_settings(_settings()))
+    upgrade(engine_from_settings(_settings(), statement_timeout=False))
     print("database is at the newest schema")
 
 

@@ -312,3 +312,50 @@ class Settings(BaseSettings):
             path.write_text(secrets.token_urlsafe(32))
             path.chmod(0o600)
         return (path.read_text().strip(),)
+
+    # Issue 15 (gate): anonymous reads, login, database timeouts
+    rate_limit_public_specs: str = Field(
+        default="30/minute",
+        description="Calls of Public Device Specs per client address (a `limits` rate, moving "
+        "window in Redis); beyond, 429 with Retry-After.",
+    )
+    login_failures_per_user: str = Field(
+        default="20/minute",
+        description="Failed logins (/oauth/token) per user name; beyond, 429 for that name.",
+    )
+    login_failures_per_address: str = Field(
+        default="60/minute",
+        description="Failed logins (/oauth/token) per client address; beyond, 429 for it.",
+    )
+    login_hash_threads: int = Field(
+        default=2, ge=1, description="Threads hashing passwords (argon2id, ~19 MiB each)."
+    )
+    login_hash_queue: int = Field(
+        default=8,
+        ge=0,
+        description="Logins that may wait for a hashing thread; beyond, 503 with Retry-After.",
+    )
+    db_connect_timeout_s: int = Field(
+        default=3, ge=1, description="Longest wait for a new database connection (libpq)."
+    )
+    db_statement_timeout_s: float = Field(
+        default=4.0,
+        ge=0,
+        description="Longest one SQL statement may run (PostgreSQL statement_timeout); 0: none.",
+    )
+    db_pool_timeout_s: float = Field(
+        default=3.0, gt=0, description="Longest a request waits for a pooled connection."
+    )
+
+    @field_validator(
+        "rate_limit_public_specs", "login_failures_per_user", "login_failures_per_address"
+    )
+    @classmethod
+    def _rate_limits_parse(cls, value: str) -> str:
+        from limits import parse
+
+        try:
+            parse(value)
+        except ValueError:
+            raise ValueError(f"not a rate like '30/minute': {value!r}") from None
+        return value

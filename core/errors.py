@@ -63,3 +63,7 @@ class ServiceUnavailableError(AtomfleetError):
 
 class DriverError(AtomfleetError):
     """A device driver could not run a job; the message is shown to the user."""
+
+
+class RateLimitedError(QuotaExceededError):
+    """A caller made more calls than a rate limit allows (HTTP 429 with Retry-After)."""

@@ -9,17 +9,24 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import Settings
+from scheduler.db_timeouts import DbTimeouts, install
 from scheduler.ledger import Reactor, StoreSession
 from scheduler.webhooks import outbox  # noqa: F401  (its outbox writer listens to commits)
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, timeouts: DbTimeouts | None = None) -> Engine:
+    """An engine on `url`; on PostgreSQL with `timeouts`, bounded connects, statements and
+    pool waits (scheduler/db_timeouts.py)."""
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+    elif timeouts is not None:
+        kwargs.update(timeouts.engine_options())
     engine = create_engine(url, **kwargs)
     if url.startswith("sqlite"):
         event.listen(engine, "connect", _sqlite_pragmas)
+    elif timeouts is not None:
+        install(engine, timeouts)
     return engine
 
 
@@ -43,8 +50,15 @@ def make_sessionmaker(
     return sessionmaker(engine, class_=StoreSession, expire_on_commit=False, info=info)
 
 
-def engine_from_settings(settings: Settings) -> Engine:
+def engine_from_settings(settings: Settings, statement_timeout: bool = True) -> Engine:
+    """The store's engine with the configured database timeouts (`statement_timeout=False`
+    for migrations, whose statements may rightly run long)."""
     url = settings.resolved_database_url()
     if url.startswith("sqlite"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return make_engine(url)
+    timeouts = DbTimeouts(
+        connect_s=settings.db_connect_timeout_s,
+        statement_s=settings.db_statement_timeout_s if statement_timeout else 0,
+        pool_s=settings.db_pool_timeout_s,
+    )
+    return make_engine(url, timeouts)

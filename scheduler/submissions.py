@@ -10,6 +10,7 @@ from uuid import UUID
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -51,6 +52,17 @@ def clean_tree(value: Any, depth: int = 0) -> Any:
     return value
 
 
+def _not_bool(value: Any) -> Any:
+    """JSON's true and false are not integers (pydantic's lax mode takes them as 1 and 0)."""
+    if isinstance(value, bool):
+        raise ValueError("expected an integer, not a boolean")
+    return value
+
+
+# Where the contract is an integer (`runs`, `priority`), a boolean is refused.
+Int = Annotated[int, BeforeValidator(_not_bool)]
+
+
 def _http_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -76,7 +88,7 @@ class JobIn(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    runs: int | None = Field(
+    runs: Int | None = Field(
         default=None,
         ge=1,
         le=2**31 - 1,
@@ -133,7 +145,7 @@ class CreateBatchRequest(BaseModel):
     configuration: JsonObject | None = Field(
         default=None, description="Deprecated. Use backend_configuration instead."
     )
-    priority: int | None = Field(
+    priority: Int | None = Field(
         default=None, ge=-(2**31), le=2**31 - 1, description="Deprecated. No longer used."
     )
     queue_priority: QueuePriority = Field(

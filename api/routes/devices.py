@@ -5,11 +5,12 @@ from __future__ import annotations
 import dataclasses
 
 import redis
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from api.deps import ServicesDep, UserDep
 from api.envelope import success
+from api.rate_limit import limited
 from api.schemas import DeviceOut, PublicSpec, doc
 from core.catalog import entry
 from core.enums import DeviceType
@@ -58,19 +59,32 @@ def _fleet(
     return workers, bool(stalled)
 
 
-@router.get("/api/v1/devices/specs", summary="Device Specs", responses=doc(dict[str, str]))
-def device_specs(svc: ServicesDep, user_id: UserDep) -> Response:
+@router.get(
+    "/api/v1/devices/specs",
+    summary="Device Specs",
+    responses={
+        **doc(dict[str, str]),
+        304: {"description": "Not Modified: the If-None-Match ETag is current"},
+    },
+)
+def device_specs(request: Request, svc: ServicesDep, user_id: UserDep) -> Response:
     """`{device_type: Pulser device abstract repr (a JSON string)}`: for emulators, Pulser's
     MockDevice carrying atomfleet's limits; for a QPU, its own specs (absent until it has
     answered); for EMU_FRESNEL, the FRESNEL QPU's."""
-    return success(svc.specs.abstract_reprs())
+    return svc.specs_cache.by_device().response(request)
 
 
 @router.get(
     "/api/v1/devices/public-specs",
     summary="Public Device Specs",
-    responses=doc(list[PublicSpec], errors=()),
+    responses={
+        **doc(list[PublicSpec], errors=(429,)),
+        304: {"description": "Not Modified: the If-None-Match ETag is current"},
+    },
+    dependencies=[Depends(limited("public_specs"))],
 )
-def public_specs(svc: ServicesDep) -> Response:
-    """The same specs without authentication, as `[{device_type, specs}]`."""
-    return success([{"device_type": d, "specs": s} for d, s in svc.specs.abstract_reprs().items()])
+def public_specs(request: Request, svc: ServicesDep) -> Response:
+    """The same specs without authentication, as `[{device_type, specs}]`, from memory
+    (rebuilt when a QPU's specs change) with an ETag: `If-None-Match` gets a 304. Limited
+    per client address (ATOMFLEET_RATE_LIMIT_PUBLIC_SPECS, 429 with Retry-After beyond)."""
+    return svc.specs_cache.public().response(request)
