@@ -59,6 +59,7 @@ bench: install
 	$(BIN)/python -m bench.bench_lists
 	$(BIN)/python -m bench.bench_metrics
 	$(BIN)/python -m bench.bench_estimates
+	$(BIN)/python -m bench.bench_specs
 
 clean:
 	rm -rf $(VENV) .atomfleet .mypy_cache .ruff_cache .pytest_cache
