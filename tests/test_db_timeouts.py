@@ -6,6 +6,7 @@ and frozen with SIGSTOP (every one of its processes), never the shared server.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -57,10 +58,8 @@ class Throwaway:
 
     def signal_all(self, sig: int) -> None:
         for pid in self.pids():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
 
 
 @pytest.fixture
