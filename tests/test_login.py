@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler import accounts
 from scheduler.models import User
-from tests.conftest import Account, make_account
+from tests.conftest import Account
 from tests.fleet import TestFleet
 
 pytestmark = pytest.mark.e2e
