@@ -53,6 +53,11 @@ class RedisKeys:
         """Held by the worker running a job, renewed while it runs."""
         return f"{self.namespace}:lease:{job_id}"
 
+    def deaths(self, job_id: str) -> str:
+        """Hash: attempt -> how the worker process running it died ("was killed (SIGKILL)"),
+        written by the worker's parent process; a message of such an attempt is dropped."""
+        return f"{self.namespace}:deaths:{job_id}"
+
     def current_attempt(self, job_id: str) -> str:
         """The attempt the scheduler last dispatched; older messages are dropped."""
         return f"{self.namespace}:attempt:{job_id}"

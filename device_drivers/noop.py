@@ -2,14 +2,17 @@
 
 It reads only the atom count from the sequence's JSON (no Pulser), and answers every shot
 with the all-zero bitstring. `configuration: {"noop_sleep_s": s}` makes each job take `s`
-seconds first (tests use it to catch a job while it runs). Enabled only when listed in
-`ATOMFLEET_DEVICES`.
+seconds first (tests use it to catch a job while it runs); `{"noop_exit": "SIGKILL"}` (a
+signal name) or `{"noop_exit": 3}` (an exit code) makes the worker process running it die
+that way (tests of a poison job). Enabled only when listed in `ATOMFLEET_DEVICES`.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import os
+import signal
 import time
 
 from core.errors import DriverError
@@ -26,6 +29,15 @@ def _atoms(sequence: str) -> int:
     return len(register) if isinstance(register, list) else 0
 
 
+def _die_if_asked(how: object) -> None:
+    """End this process as `how` says: a signal name, or an exit code."""
+    if isinstance(how, str) and how.startswith("SIG") and hasattr(signal, how):
+        os.kill(os.getpid(), getattr(signal, how))
+        time.sleep(5)  # a signal that does not end the process at once
+    elif isinstance(how, int) and not isinstance(how, bool):
+        os._exit(how)
+
+
 class Driver(DeviceDriver):
     def run(self, spec: JobSpec, job: JobContext) -> JobResult:
         sleep_s = (spec.configuration or {}).get("noop_sleep_s", 0)
@@ -35,4 +47,5 @@ class Driver(DeviceDriver):
                 if job.canceled():
                     raise JobCanceled("canceled")
                 time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+        _die_if_asked((spec.configuration or {}).get("noop_exit"))
         return JobResult(counter={"0" * _atoms(spec.sequence): spec.runs or 1})

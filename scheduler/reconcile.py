@@ -1,8 +1,11 @@
 """Reconciliation: finds accepted jobs that no worker will finish, and queues them again.
 
 A job is lost when its message vanished (a Redis restart) or its worker died mid-run
-(the lease it renews expired). Such a job goes back to the backlog, up to
-`max_attempts` times; then it ends in ERROR with the reason.
+(the lease it renews expired, or the worker's parent process recorded the death of the
+pool process running it: workers/deaths.py). Such a job goes back to the backlog, up to
+`max_attempts` times; then it ends in ERROR with the reason, naming how its worker
+processes died when they were seen dying ("the worker process running it was killed
+(SIGKILL), 3 times").
 """
 
 from __future__ import annotations
@@ -34,7 +37,9 @@ class Reconciler:
     Accounted for means waiting in one of its device's queues, or leased by a live worker.
     A message a dead worker had taken stays in kombu's `unacked` hash until the visibility
     timeout, so that hash is no sign of life; the lease is. A dead worker's job is thus
-    back in the backlog within `lease_ttl_s + lost_grace_s + reconcile_interval_s`.
+    back in the backlog within `lease_ttl_s + lost_grace_s + reconcile_interval_s`; when
+    the worker's parent saw its pool process die (and recorded the death for the job's
+    attempt), within `reconcile_interval_s`.
     """
 
     def __init__(
@@ -60,27 +65,46 @@ class Reconciler:
         now = utcnow()
         dispatched_before = now - timedelta(seconds=self.settings.lost_grace_s)
         with self.sessions() as session:
+            dispatched = select(Job.id, Job.attempt).where(
+                Job.device_type.in_(self.devices),
+                Job.status.in_(ACTIVE_JOB_STATUSES),
+                Job.dispatched_at.is_not(None),
+            )
+            attempts = dict(session.execute(dispatched).tuples().all())
             candidates = list(
                 session.scalars(
-                    select(Job.id).where(
-                        Job.device_type.in_(self.devices),
-                        Job.status.in_(ACTIVE_JOB_STATUSES),
-                        Job.dispatched_at.is_not(None),
-                        Job.dispatched_at < dispatched_before,
+                    dispatched.with_only_columns(Job.id).where(
+                        Job.dispatched_at < dispatched_before
                     )
                 )
             )
         unaccounted = self._unaccounted(candidates)
+        died = self._died(attempts)
         clock = time.monotonic()
         self._suspects = {j: t for j, t in self._suspects.items() if j in unaccounted}
         for job_id in unaccounted:
             self._suspects.setdefault(job_id, clock)
         lost = [j for j, t in self._suspects.items() if clock - t >= self.settings.lost_grace_s]
+        # A recorded death needs no grace: that attempt will never report.
+        lost += [j for j in died if j not in lost]
         if lost:
             self._requeue(lost, now)
         for job_id in lost:
-            del self._suspects[job_id]
+            self._suspects.pop(job_id, None)
         return len(lost)
+
+    def _died(self, attempts: dict[str, int]) -> list[str]:
+        """The jobs whose current attempt's worker process was seen dying."""
+        if not attempts:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for job_id, attempt in attempts.items():
+            pipe.hexists(self.keys.deaths(job_id), str(attempt))
+        return [j for j, dead in zip(attempts, pipe.execute(), strict=True) if dead]
+
+    def _deaths(self, job_id: str) -> list[str]:
+        raw = self.client.hgetall(self.keys.deaths(job_id))
+        return [v.decode() if isinstance(v, bytes) else str(v) for v in raw.values()]
 
     def _unaccounted(self, job_ids: list[str]) -> set[str]:
         if not job_ids:
@@ -116,14 +140,26 @@ class Reconciler:
                     continue  # it ended, or was requeued, meanwhile
                 batch = batches[job.batch_id]
                 if job.attempt >= self.settings.max_attempts:
-                    job.errors = [
-                        f"the job was lost {job.attempt} times (worker or broker failure)"
-                    ]
+                    job.errors = [lost_reason(self._deaths(job.id), job.attempt)]
                     book.move(batch, job, JobStatus.ERROR, now)
                     log.warning("job %s failed after %d lost attempts", job.id, job.attempt)
                     continue
                 log.warning("job %s (attempt %d) was lost; queueing it again", job.id, job.attempt)
                 book.requeue(batch, job, now)
+
+
+def lost_reason(deaths: list[str], attempts: int) -> str:
+    """The final error of a job lost `attempts` times, with the deaths its worker processes
+    were seen dying: "the worker process running it was killed (SIGKILL), 3 times"."""
+    if not deaths:
+        return f"the job was lost {attempts} times (worker or broker failure)"
+    counts: dict[str, int] = {}
+    for reason in deaths:
+        counts[reason] = counts.get(reason, 0) + 1
+    text = "the worker process running it " + "; ".join(
+        f"{reason}, {n} time{'s' if n > 1 else ''}" for reason, n in counts.items()
+    )
+    return text + (f" (lost {attempts} times in all)" if len(deaths) < attempts else "")
 
 
 def _loads(raw: bytes | str) -> Any:

@@ -29,6 +29,7 @@ from core.redis_client import redis_client
 from device_drivers.base import DeviceDriver, JobCanceled
 from device_drivers.registry import load_driver
 from workers import metrics
+from workers.deaths import request_class
 from workers.events import EventPublisher
 from workers.heartbeat import Heartbeat
 from workers.lease import Claim, JobInterrupted, Leases
@@ -195,7 +196,12 @@ def create_celery(settings: Settings, device_type: DeviceType) -> Celery:
     app = Celery(f"atomfleet-{device_type.value}")
     app.conf.update(celery_config(settings))
 
-    @app.task(name=RUN_JOB_TASK, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
+    # Its Request records a pool child's death while running a job (workers/deaths.py).
+    job_request = request_class(lambda: runtime.client, runtime.keys)
+
+    @app.task(  # type: ignore[untyped-decorator]
+        name=RUN_JOB_TASK, acks_late=True, reject_on_worker_lost=True, Request=job_request
+    )
     def run_job(payload: dict[str, Any]) -> None:
         runtime.execute(payload)
 

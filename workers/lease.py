@@ -33,7 +33,7 @@ ANNOUNCE_AFTER_S = 0.1
 
 _CLAIM = """
 -- KEYS: current attempt, cancel flag, lease, dispatcher wake-up list, the dispatcher's low
--- water mark for the device, the device's three queues
+-- water mark for the device, the device's three queues, the job's deaths
 -- ARGV: attempt, holder, lease ttl, device, wake-up list's last index
 local low = tonumber(redis.call('GET', KEYS[5]) or '-1')
 local waiting = redis.call('LLEN', KEYS[6]) + redis.call('LLEN', KEYS[7])
@@ -44,6 +44,8 @@ if low < 0 or waiting <= low then
 end
 local current = redis.call('GET', KEYS[1])
 if current and current ~= ARGV[1] then return 'stale' end
+-- a worker process died running this attempt: the scheduler queues a new one
+if redis.call('HEXISTS', KEYS[9], ARGV[1]) == 1 then return 'stale' end
 if redis.call('EXISTS', KEYS[2]) == 1 then return 'canceled' end
 if not redis.call('SET', KEYS[3], ARGV[2], 'NX', 'EX', ARGV[3]) then
   -- our own claim again: the client retried it after losing the reply
@@ -131,6 +133,7 @@ class Leases:
             self.keys.dispatch_wakeup,
             self.keys.dispatch_low_water(device),
             *(self.keys.celery_queue(q) for q in device_queues(device)),
+            self.keys.deaths(job_id),
         ]
         args: list[str | int] = [attempt, holder, self.ttl_s, device, WAKEUP_LIST_MAX - 1]
         outcome = Claim(_text(self._claim(keys=keys, args=args)))
