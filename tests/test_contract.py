@@ -60,8 +60,9 @@ def fleet(
     fleet.processes.start("qpu", "qpu-simulator", "--port", str(qpu_port))
     with fleet.running("api", "scheduler", "worker-EMU_MPS", "worker-EMU_SV", "worker-EMU_FREE",
                        "worker-FRESNEL"):  # fmt: skip
+        # once a second: public-specs is limited to 30 calls a minute per address
         wait_for(lambda: "FRESNEL" in fleet.http.get("/api/v1/devices/public-specs").text, 30,
-                 "the QPU's specs")  # fmt: skip
+                 "the QPU's specs", every_s=1.0)  # fmt: skip
         yield fleet
 
 
