@@ -20,9 +20,12 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from atomfleet.services import Started, ensure_postgres
 from scheduler.db import make_engine, make_sessionmaker
+from scheduler.db_timeouts import GRACE_S, DbTimeouts
 from scheduler.migrate import upgrade
 from tests.conftest import make_account
 from tests.fleet import TestFleet, wait_for
@@ -127,3 +130,30 @@ def test_a_hung_database_answers_503_within_the_timeouts_and_nothing_piles_up(
                 " AND pid <> pg_backend_pid()"
             ).fetchone()
         assert row is not None and row[0] <= 15  # the API's pool: 5 + 10 overflow at most
+
+
+def test_a_statement_to_a_hung_database_fails_soon_after_its_timeout(
+    throwaway_pg: Throwaway,
+) -> None:
+    # Given a connection in hand, with a 1 s statement timeout
+    engine = make_engine(throwaway_pg.url, DbTimeouts(connect_s=2, statement_s=1.0, pool_s=1))
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT 1")).scalar() == 1
+            # When the database hangs before the next statement
+            throwaway_pg.signal_all(signal.SIGSTOP)
+            started = time.monotonic()
+            try:
+                with pytest.raises(OperationalError):
+                    conn.execute(text("SELECT 2"))
+            finally:
+                took = time.monotonic() - started
+                throwaway_pg.signal_all(signal.SIGCONT)
+        # Then it failed once its timeout and the grace had passed (the server never answered)
+        print(f"statement to a hung database failed after {took:.2f} s")
+        assert 1.0 <= took <= 1.0 + GRACE_S + 1.0
+        # and the engine works again once the database does
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT 3")).scalar() == 3
+    finally:
+        engine.dispose()
