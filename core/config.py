@@ -312,3 +312,25 @@ class Settings(BaseSettings):
             path.write_text(secrets.token_urlsafe(32))
             path.chmod(0o600)
         return (path.read_text().strip(),)
+
+    # Intake's budget per request (issue 15, bounds): Pulser's validation and
+    # deserialization run in a small pool of processes, each call within these budgets.
+    intake_processes: int = Field(
+        default=2,
+        ge=0,
+        description="Processes of the API that validate and deserialize sequences with Pulser, "
+        "each call within the budgets below (one call at a time each); 0: in the API process, "
+        "without budgets.",
+    )
+    intake_cpu_budget_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="CPU time one sequence's validation and deserialization may take; past it "
+        "the request is a 422 naming this budget and the process is replaced.",
+    )
+    intake_memory_budget_mb: int = Field(
+        default=1024,
+        ge=256,
+        description="Address space of each intake process (RLIMIT_AS); an allocation past it "
+        "is a 422 naming this budget, and the process is replaced (its memory returned).",
+    )

@@ -28,9 +28,11 @@ from core.enums import BatchStatus, DeviceType, JobStatus
 from core.errors import InvalidRequestError, ServiceUnavailableError
 from scheduler import quotas, sequences
 from scheduler.accounts import is_member
+from scheduler.intake_checks import check_shape
 from scheduler.ledger import ledger
 from scheduler.models import Batch, BatchTag, Job, new_id, utcnow
-from scheduler.sequence_bounds import Footprint, SequenceShape, Unbounded
+from scheduler.sandbox import Sandbox
+from scheduler.sequence_bounds import SequenceShape
 from scheduler.specs import DeviceSpecs
 from scheduler.submissions import CreateBatchRequest, JobIn
 
@@ -88,10 +90,19 @@ class Intake:
     built; a job that still cannot be built ends in ERROR on the worker with the reason.
     """
 
-    def __init__(self, settings: Settings, specs: DeviceSpecs | None = None) -> None:
+    def __init__(
+        self, settings: Settings, specs: DeviceSpecs | None = None, sandbox: Sandbox | None = None
+    ) -> None:
         self.settings = settings
         self.specs = specs
         self.enabled_devices = frozenset(settings.devices)
+        # Where Pulser validates and deserializes, within a budget (None: in this process).
+        self.sandbox = sandbox
+
+    def _load_sequence(self, serialized: str, field_name: str) -> Sequence[Any]:
+        if self.sandbox is None:
+            return sequences.load_sequence(serialized, field_name)
+        return cast(Sequence[Any], self.sandbox.load_sequence(serialized, field_name))
 
     def check_served(self, device_type: DeviceType) -> None:
         if device_type not in self.enabled_devices:
@@ -154,8 +165,8 @@ class Intake:
         if builder_shape is not None:
             assert request.sequence_builder is not None
             # Its fixed parts are built when it is deserialized: bound them first.
-            _check_shape(builder_shape, limits, device_type, {}, fixed_only=True)
-            builder = sequences.load_sequence(request.sequence_builder, "sequence_builder")
+            check_shape(builder_shape, limits, device_type, {}, fixed_only=True)
+            builder = self._load_sequence(request.sequence_builder, "sequence_builder")
         config = self._config(request.backend_configuration, device_type, limits)
         ctx = _BatchContext(device_type, limits, builder, builder_shape, config, caller, target)
         if builder is not None:
@@ -222,7 +233,7 @@ class Intake:
         builder = shape = None
         if batch.sequence_builder:
             shape = SequenceShape(batch.sequence_builder, "sequence_builder")
-            builder = sequences.load_sequence(batch.sequence_builder, "sequence_builder")
+            builder = self._load_sequence(batch.sequence_builder, "sequence_builder")
         config = (
             sequences.load_emulation_config(batch.backend_configuration, "backend_configuration")
             if batch.backend_configuration
@@ -288,8 +299,8 @@ class Intake:
         for serialized, index in distinct.items():
             seq_field = f"jobs[{index}].sequence"
             shape = SequenceShape(serialized, seq_field)
-            _check_shape(shape, ctx.limits, ctx.device_type, {})
-            seq = sequences.load_sequence(serialized, seq_field)
+            check_shape(shape, ctx.limits, ctx.device_type, {})
+            seq = self._load_sequence(serialized, seq_field)
             if seq.is_parametrized():
                 raise InvalidRequestError.single(
                     seq_field, "is parametrized; a job's own sequence must be built"
@@ -346,7 +357,7 @@ class Intake:
             raise InvalidRequestError(problems)
         key = ctx.builder_shape.key(values)
         if key not in bounded:
-            footprint = _check_shape(
+            footprint = check_shape(
                 ctx.builder_shape, ctx.limits, ctx.device_type, values, f"{job_field}.variables"
             )
             bounded[key] = int(footprint.longest_channel_ns)
@@ -371,36 +382,6 @@ class Intake:
                 f"{job_field}.runs", f"{runs} is over the device's maximum of {limit}"
             )
         return runs
-
-
-def _check_shape(
-    shape: SequenceShape,
-    limits: Limits,
-    device_type: DeviceType,
-    values: Any,
-    field_name: str | None = None,
-    fixed_only: bool = False,
-) -> Footprint:
-    """Refuse a sequence that is certainly over the device's limits, before building it."""
-    if shape.atoms > limits.max_atoms:
-        raise InvalidRequestError.single(
-            shape.field,
-            f"{shape.atoms} atoms is over {device_type.value}'s limit of {limits.max_atoms}",
-        )
-    where = field_name or shape.field
-    try:
-        footprint = shape.footprint(values, fixed_only=fixed_only)
-    except Unbounded as exc:
-        raise InvalidRequestError.single(
-            where, f"cannot bound the sequence's duration: {exc}"
-        ) from exc
-    if footprint.longest_channel_ns > limits.max_duration_ns:
-        raise InvalidRequestError.single(
-            where,
-            f"the sequence lasts at least {footprint.longest_channel_ns:.0f} ns, over "
-            f"{device_type.value}'s limit of {limits.max_duration_ns} ns",
-        )
-    return footprint
 
 
 def _check_built(seq: Sequence[Any], ctx: _BatchContext, field_name: str) -> None:
