@@ -8,7 +8,9 @@ import gzip
 import json
 import threading
 import time
+import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -150,3 +152,28 @@ def test_a_sequence_within_the_bounds_but_over_the_cpu_budget_is_refused_naming_
     assert accepted.status_code == 200, accepted.text
     assert max(health.latencies) < 0.1, health.latencies
     assert rows(pg_engine, user)[1] >= 1
+
+
+def test_32_concurrent_gzip_bombs_leave_the_api_process_small(
+    api: TestFleet, user: Account
+) -> None:
+    # Given 1 GiB of zeros compressed to about 1 MB (the API's body cap is 32 MiB)
+    deflate = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    chunk = b"0" * (16 * 1024 * 1024)
+    bomb = b"".join(deflate.compress(chunk) for _ in range(64)) + deflate.flush()
+    headers = {**user.headers, "Content-Encoding": "gzip", "Content-Type": "application/json"}
+    before = memory_kib(api)[0]
+
+    def post() -> int:
+        with httpx.Client(base_url=api.base, timeout=60) as client:
+            return client.post("/api/v1/batches", content=bomb, headers=headers).status_code
+
+    # When 32 clients post it at once, twice
+    with ThreadPoolExecutor(32) as pool:
+        for _ in range(2):
+            assert set(pool.map(lambda _: post(), range(32))) == {413}
+    # Then each is refused and the API's memory is back near where it was (it reached
+    # 2.2-3.0 GB, never returned, when every refusal inflated its cap's worth at once)
+    after = memory_kib(api)[0]
+    print(f"API RSS {before // 1024} MB -> {after // 1024} MB")
+    assert after - before < 200 * 1024
