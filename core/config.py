@@ -77,7 +77,9 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="Per-device overrides of the catalog's limits (a JSON object), e.g. "
         '{"EMU_SV": {"max_atoms": 22}}: max_atoms, max_atoms_noisy, max_duration_ns, '
-        "max_runs, max_bond_dim, max_trajectories, time_limit_s (at most job_time_limit_s).",
+        "max_runs, max_bond_dim, max_trajectories, time_limit_s (at most job_time_limit_s), "
+        "and the shape bounds max_operations, max_channels, max_samples, max_traps, "
+        "max_variables, max_variable_values, max_expression_depth, max_expression_nodes.",
     )
     api_host: str = "127.0.0.1"
     api_port: int = 8000
