@@ -103,8 +103,13 @@ class Sandbox:
                 return
 
     def load_sequence(self, serialized: str, field: str) -> Any:
-        """`sequences.load_sequence` in a budgeted process."""
-        return self.call(_load_sequence, serialized, field, field=field)
+        """`sequences.load_sequence` in a budgeted process. A sequence that cannot be pickled
+        (a parametrized one holds Pulser's decorated functions) is validated there and
+        deserialized here, without validating it again."""
+        from scheduler import sequences
+
+        seq = self.call(_load_sequence, serialized, field, field=field)
+        return seq if seq is not None else sequences.load_trusted(serialized, field)
 
     def call(self, fn: Callable[..., Any], *args: Any, field: str) -> Any:
         """`fn(*args)` in one of the processes; `BudgetExceededError` naming `field` when it
@@ -170,7 +175,12 @@ class Sandbox:
 def _load_sequence(serialized: str, field: str) -> Any:
     from scheduler.sequences import load_sequence
 
-    return load_sequence(serialized, field)
+    seq = load_sequence(serialized, field)
+    try:
+        pickle.dumps(seq)
+    except (pickle.PicklingError, TypeError, AttributeError):
+        return None  # valid; the caller deserializes it
+    return seq
 
 
 def _cpu_seconds() -> float:
@@ -225,9 +235,12 @@ def _serve(conn: Connection, cpu_budget_s: float, memory_budget_mb: int) -> None
             signal.setitimer(signal.ITIMER_PROF, 0)
         retire = reply[0] in ("cpu", "memory") or _rss_mb() > memory_budget_mb / 2
         try:
-            conn.send((*reply, retire))
+            data = pickle.dumps((*reply, retire))
         except MemoryError:
-            conn.send(("memory", None, True))
+            data, retire = pickle.dumps(("memory", None, True)), True
+        except Exception as exc:  # noqa: BLE001  # an answer that cannot cross: say so
+            data = pickle.dumps(("error", f"cannot return it: {exc}"[:200], retire))
+        conn.send_bytes(data)
         if retire:
             return
 
