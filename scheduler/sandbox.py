@@ -14,6 +14,7 @@ about 2% of deserializing it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -132,11 +133,13 @@ class Sandbox:
     def _exchange(
         self, worker: _Worker, fn: Callable[..., Any], args: tuple[Any, ...], field: str
     ) -> tuple[str, Any, bool]:
+        if not worker.ready:  # its imports take about a second, once
+            with contextlib.suppress(EOFError, OSError):
+                worker.ready = worker.conn.poll(60) and worker.conn.recv() == _READY
+            if not worker.ready:
+                log.error("an intake process did not start (exit code %s)", worker.exitcode)
+                raise ServiceUnavailableError("intake could not start Pulser; try again")
         try:
-            if not worker.ready:  # its imports take about a second, once
-                if not worker.conn.poll(60) or worker.conn.recv() != _READY:
-                    raise EOFError("the intake process did not start")
-                worker.ready = True
             worker.conn.send((fn, args))
             # The kernel stops it at the CPU budget; a wall-clock bound covers a process
             # that waits instead of computing (it never should).

@@ -20,8 +20,8 @@ from contextlib import contextmanager
 from typing import Any
 
 EXCERPT_CHARS = 160
-_installed = threading.Lock()
-_done: list[bool] = []
+_installing = threading.Lock()
+_installed = threading.Event()
 _trusted = threading.local()  # `on`: this thread deserializes what was validated already
 
 
@@ -37,15 +37,15 @@ def clip(text: str, limit: int = EXCERPT_CHARS) -> str:
 
 def install() -> None:
     """Have `Sequence.from_abstract_repr` validate operation by operation (idempotent)."""
-    with _installed:
-        if _done:
+    with _installing:
+        if _installed.is_set():
             return
         from pulser.json.abstract_repr import deserializer, validation
 
         original = validation.validate_abstract_repr
         validators = getattr(validation, "_VALIDATORS", None)
         if validators is None or "sequence" not in validators:  # legacy jsonschema: as is
-            _done.append(True)
+            _installed.set()
             return
         operation = validators["sequence"].evolve(
             schema={"$ref": "sequence-schema.json#/definitions/Operation"}
@@ -66,7 +66,7 @@ def install() -> None:
             original(json.dumps({**obj, "operations": []}), name)
 
         deserializer.validate_abstract_repr = validate  # type: ignore[attr-defined]
-        _done.append(True)
+        _installed.set()
 
 
 @contextmanager
