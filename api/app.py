@@ -24,6 +24,7 @@ from scheduler.db import engine_from_settings, make_sessionmaker
 from scheduler.estimates import QueueEstimator
 from scheduler.intake import Intake
 from scheduler.reactions import redis_reactor
+from scheduler.sandbox import Sandbox
 from scheduler.specs import DeviceSpecs
 
 
@@ -54,7 +55,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         services.specs_cache.warm()
+        if settings.intake_processes:
+            services.intake.sandbox = Sandbox(
+                settings.intake_processes,
+                settings.intake_cpu_budget_s,
+                settings.intake_memory_budget_mb,
+            )
         yield
+        if services.intake.sandbox is not None:
+            services.intake.sandbox.close()
         # Connections are closed, not left to the garbage collector.
         services.hashing.close()
         engine.dispose()

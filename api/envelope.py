@@ -36,8 +36,20 @@ def paged(data: list[Any], total: int, offset: int, end: int) -> Response:
     return response
 
 
+# An error quotes at most an excerpt of what was sent, never the whole document.
+MAX_DESCRIPTION_CHARS = 400
+
+
+def _clip(item: str) -> str:
+    if len(item) <= MAX_DESCRIPTION_CHARS:
+        return item
+    return item[: MAX_DESCRIPTION_CHARS - 1] + "…"
+
+
 def failure(status_code: int, description: list[str] | str) -> Response:
-    items = [description] if isinstance(description, str) else description
+    items = [
+        _clip(item) for item in ([description] if isinstance(description, str) else description)
+    ]
     payload = {
         "status": "fail",
         "code": status_code,

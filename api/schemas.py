@@ -135,6 +135,14 @@ class DeviceLimits(BaseModel):
     max_bond_dim: int | None = Field(description="Largest MPS bond dimension (emu-mps).")
     max_trajectories: int = Field(description="Most noise trajectories (n_trajectories).")
     time_limit_s: int = Field(description="Longest a job may run, in s; over it, it ends ERROR.")
+    max_operations: int = Field(description="Most operations in one sequence.")
+    max_channels: int = Field(description="Most declared channels.")
+    max_samples: int = Field(description="Most waveform samples: 1 per ns of each operation.")
+    max_traps: int = Field(description="Most traps in the register's layout.")
+    max_variables: int = Field(description="Most declared variables.")
+    max_variable_values: int = Field(description="Most values of all variables together.")
+    max_expression_depth: int = Field(description="Deepest nesting of expressions.")
+    max_expression_nodes: int = Field(description="Most expressions and variable references.")
 
 
 class DeviceOut(BaseModel):

@@ -47,6 +47,16 @@ class Limits:
     max_trajectories: int = 1000
     # A job running longer ends in ERROR ("time limit exceeded"); on a QPU it is canceled.
     time_limit_s: int = 6 * 3600
+    # The sequence's shape, counted in its JSON before Pulser validates or builds anything
+    # (scheduler/sequence_structure.py): Pulser's work grows with each of these.
+    max_operations: int = 1000
+    max_channels: int = 16
+    max_samples: int = 1_000_000  # waveform samples: 1 per ns of each operation, all channels
+    max_traps: int = 1000  # of the register's layout
+    max_variables: int = 100
+    max_variable_values: int = 10_000  # all variables' sizes together
+    max_expression_depth: int = 32
+    max_expression_nodes: int = 10_000
 
     def merged(self, overrides: dict[str, Any]) -> Limits:
         return replace(self, **overrides)

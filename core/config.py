@@ -77,7 +77,9 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="Per-device overrides of the catalog's limits (a JSON object), e.g. "
         '{"EMU_SV": {"max_atoms": 22}}: max_atoms, max_atoms_noisy, max_duration_ns, '
-        "max_runs, max_bond_dim, max_trajectories, time_limit_s (at most job_time_limit_s).",
+        "max_runs, max_bond_dim, max_trajectories, time_limit_s (at most job_time_limit_s), "
+        "and the shape bounds max_operations, max_channels, max_samples, max_traps, "
+        "max_variables, max_variable_values, max_expression_depth, max_expression_nodes.",
     )
     api_host: str = "127.0.0.1"
     api_port: int = 8000
@@ -359,3 +361,24 @@ class Settings(BaseSettings):
         except ValueError:
             raise ValueError(f"not a rate like '30/minute': {value!r}") from None
         return value
+    # Intake's budget per request (issue 15, bounds): Pulser's validation and
+    # deserialization run in a small pool of processes, each call within these budgets.
+    intake_processes: int = Field(
+        default=2,
+        ge=0,
+        description="Processes of the API that validate and deserialize sequences with Pulser, "
+        "each call within the budgets below (one call at a time each); 0: in the API process, "
+        "without budgets.",
+    )
+    intake_cpu_budget_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="CPU time one sequence's validation and deserialization may take; past it "
+        "the request is a 422 naming this budget and the process is replaced.",
+    )
+    intake_memory_budget_mb: int = Field(
+        default=1024,
+        ge=256,
+        description="Address space of each intake process (RLIMIT_AS); an allocation past it "
+        "is a 422 naming this budget, and the process is replaced (its memory returned).",
+    )

@@ -28,9 +28,17 @@ from core.enums import BatchStatus, DeviceType, JobStatus
 from core.errors import InvalidRequestError, ServiceUnavailableError
 from scheduler import quotas, sequences
 from scheduler.accounts import is_member
+from scheduler.intake_checks import (
+    BuiltChecks,
+    build_problems,
+    build_problems_of,
+    check_built,
+    check_shape,
+)
 from scheduler.ledger import ledger
 from scheduler.models import Batch, BatchTag, Job, new_id, utcnow
-from scheduler.sequence_bounds import Footprint, SequenceShape, Unbounded
+from scheduler.sandbox import Sandbox
+from scheduler.sequence_bounds import SequenceShape
 from scheduler.specs import DeviceSpecs
 from scheduler.submissions import CreateBatchRequest, JobIn
 
@@ -65,6 +73,11 @@ class _BatchContext:
     target: BaseDevice | None = None
     # Each distinct per-job sequence, deserialized once (and moved onto `target`).
     own: dict[str, tuple[SequenceShape, Sequence[Any]]] = field(default_factory=dict)
+    builder_json: str | None = None  # the builder's abstract repr, as it was sent
+
+    @property
+    def checks(self) -> BuiltChecks:
+        return BuiltChecks(self.target, self.limits, self.device_type, self.config)
 
     def retarget(self, seq: Sequence[Any], field_name: str) -> Sequence[Any]:
         """`seq` on the target's specs (422 when it does not fit them)."""
@@ -88,10 +101,19 @@ class Intake:
     built; a job that still cannot be built ends in ERROR on the worker with the reason.
     """
 
-    def __init__(self, settings: Settings, specs: DeviceSpecs | None = None) -> None:
+    def __init__(
+        self, settings: Settings, specs: DeviceSpecs | None = None, sandbox: Sandbox | None = None
+    ) -> None:
         self.settings = settings
         self.specs = specs
         self.enabled_devices = frozenset(settings.devices)
+        # Where Pulser validates and deserializes, within a budget (None: in this process).
+        self.sandbox = sandbox
+
+    def _load_sequence(self, serialized: str, field_name: str) -> Sequence[Any]:
+        if self.sandbox is None:
+            return sequences.load_sequence(serialized, field_name)
+        return cast(Sequence[Any], self.sandbox.load_sequence(serialized, field_name))
 
     def check_served(self, device_type: DeviceType) -> None:
         if device_type not in self.enabled_devices:
@@ -154,14 +176,15 @@ class Intake:
         if builder_shape is not None:
             assert request.sequence_builder is not None
             # Its fixed parts are built when it is deserialized: bound them first.
-            _check_shape(builder_shape, limits, device_type, {}, fixed_only=True)
-            builder = sequences.load_sequence(request.sequence_builder, "sequence_builder")
+            check_shape(builder_shape, limits, device_type, {}, fixed_only=True)
+            builder = self._load_sequence(request.sequence_builder, "sequence_builder")
         config = self._config(request.backend_configuration, device_type, limits)
         ctx = _BatchContext(device_type, limits, builder, builder_shape, config, caller, target)
+        ctx.builder_json = request.sequence_builder
         if builder is not None:
             ctx.builder = ctx.retarget(builder, "sequence_builder")
             if not ctx.builder.is_parametrized():
-                _check_built(ctx.builder, ctx, "sequence_builder")
+                check_built(ctx.builder, ctx.checks, "sequence_builder")
         return ctx
 
     def _target(self, device_type: DeviceType) -> tuple[BaseDevice | None, Limits]:
@@ -222,13 +245,14 @@ class Intake:
         builder = shape = None
         if batch.sequence_builder:
             shape = SequenceShape(batch.sequence_builder, "sequence_builder")
-            builder = sequences.load_sequence(batch.sequence_builder, "sequence_builder")
+            builder = self._load_sequence(batch.sequence_builder, "sequence_builder")
         config = (
             sequences.load_emulation_config(batch.backend_configuration, "backend_configuration")
             if batch.backend_configuration
             else None
         )
         ctx = _BatchContext(batch.device_type, limits, builder, shape, config, caller, target)
+        ctx.builder_json = batch.sequence_builder
         now = utcnow()
         rows = self._job_rows(batch, jobs, ctx, first_order=batch.jobs_count, at=now)
         for row, parent in zip(rows, parents or [], strict=False):
@@ -288,8 +312,8 @@ class Intake:
         for serialized, index in distinct.items():
             seq_field = f"jobs[{index}].sequence"
             shape = SequenceShape(serialized, seq_field)
-            _check_shape(shape, ctx.limits, ctx.device_type, {})
-            seq = sequences.load_sequence(serialized, seq_field)
+            check_shape(shape, ctx.limits, ctx.device_type, {})
+            seq = self._load_sequence(serialized, seq_field)
             if seq.is_parametrized():
                 raise InvalidRequestError.single(
                     seq_field, "is parametrized; a job's own sequence must be built"
@@ -297,25 +321,25 @@ class Intake:
             ctx.own[serialized] = (shape, ctx.retarget(seq, seq_field))
 
     def _build_problems(self, jobs: list[JobIn], ctx: _BatchContext) -> list[tuple[str, str]]:
-        """Build the jobs that use the builder (or a sample of them); the first failure."""
+        """Build the jobs that use the builder (or a sample of them); the first failure.
+        Pulser builds them in the sandbox, within its budget, when there is one."""
         assert ctx.builder is not None
         indices = [i for i, job in enumerate(jobs) if job.sequence is None]
         if len(indices) > self.settings.intake_build_every_job_up_to:
             indices = _extremes(jobs, indices)
-        built: set[str] = set()
+        builds: dict[str, tuple[str, dict[str, Any]]] = {}
         for index in indices:
             values = jobs[index].variables or {}
-            key = json.dumps(values, sort_keys=True)
-            if key in built:
-                continue
-            var_field = f"jobs[{index}].variables"
-            try:
-                seq = sequences.build(ctx.builder, values, var_field)
-                _check_built(seq, ctx, var_field)
-            except InvalidRequestError as exc:
-                return exc.problems
-            built.add(key)
-        return []
+            builds.setdefault(
+                json.dumps(values, sort_keys=True), (f"jobs[{index}].variables", values)
+            )
+        if self.sandbox is None:
+            return build_problems(ctx.builder, list(builds.values()), ctx.checks)
+        assert ctx.builder_json is not None
+        problems = self.sandbox.call(
+            build_problems_of, ctx.builder_json, list(builds.values()), ctx.checks, field="jobs"
+        )
+        return cast(list[tuple[str, str]], problems)
 
     def _check_job(
         self,
@@ -332,7 +356,7 @@ class Intake:
                     job_field, "give either variables or sequence, not both"
                 )
             shape, seq = ctx.own[job.sequence]
-            _check_built(seq, ctx, f"{job_field}.sequence")
+            check_built(seq, ctx.checks, f"{job_field}.sequence")
             return seq, shape.atoms, int(shape.footprint({}).longest_channel_ns)
         if ctx.builder is None or ctx.builder_shape is None:
             raise InvalidRequestError.single(
@@ -346,7 +370,7 @@ class Intake:
             raise InvalidRequestError(problems)
         key = ctx.builder_shape.key(values)
         if key not in bounded:
-            footprint = _check_shape(
+            footprint = check_shape(
                 ctx.builder_shape, ctx.limits, ctx.device_type, values, f"{job_field}.variables"
             )
             bounded[key] = int(footprint.longest_channel_ns)
@@ -371,58 +395,6 @@ class Intake:
                 f"{job_field}.runs", f"{runs} is over the device's maximum of {limit}"
             )
         return runs
-
-
-def _check_shape(
-    shape: SequenceShape,
-    limits: Limits,
-    device_type: DeviceType,
-    values: Any,
-    field_name: str | None = None,
-    fixed_only: bool = False,
-) -> Footprint:
-    """Refuse a sequence that is certainly over the device's limits, before building it."""
-    if shape.atoms > limits.max_atoms:
-        raise InvalidRequestError.single(
-            shape.field,
-            f"{shape.atoms} atoms is over {device_type.value}'s limit of {limits.max_atoms}",
-        )
-    where = field_name or shape.field
-    try:
-        footprint = shape.footprint(values, fixed_only=fixed_only)
-    except Unbounded as exc:
-        raise InvalidRequestError.single(
-            where, f"cannot bound the sequence's duration: {exc}"
-        ) from exc
-    if footprint.longest_channel_ns > limits.max_duration_ns:
-        raise InvalidRequestError.single(
-            where,
-            f"the sequence lasts at least {footprint.longest_channel_ns:.0f} ns, over "
-            f"{device_type.value}'s limit of {limits.max_duration_ns} ns",
-        )
-    return footprint
-
-
-def _check_built(seq: Sequence[Any], ctx: _BatchContext, field_name: str) -> None:
-    """The exact checks on a built sequence that Pulser's device may not make."""
-    if ctx.target is not None:
-        sequences.check_runnable_on_hardware(seq, field_name)
-    duration = int(seq.get_duration(include_fall_time=True))
-    if duration > ctx.limits.max_duration_ns:
-        raise InvalidRequestError.single(
-            field_name,
-            f"the sequence lasts {duration} ns, over {ctx.device_type.value}'s limit of "
-            f"{ctx.limits.max_duration_ns} ns",
-        )
-    if ctx.config is not None and sequences.is_noisy(ctx.config):
-        noisy = ctx.limits.max_atoms_noisy
-        atoms = len(seq.register.qubit_ids)
-        if noisy is not None and atoms > noisy:
-            raise InvalidRequestError.single(
-                field_name,
-                f"{atoms} atoms is over {ctx.device_type.value}'s limit of {noisy} with this "
-                "noise model (a density matrix)",
-            )
 
 
 def new_batch(**fields: Any) -> Batch:

@@ -17,9 +17,12 @@ import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
+from core.catalog import Limits
 from core.errors import InvalidRequestError
+from scheduler import sequence_structure
 
 MAX_EXPRESSION_DEPTH = 64
 _WAVEFORM_KINDS = frozenset(
@@ -69,6 +72,7 @@ class Unbounded(ValueError):
 class Footprint:
     longest_channel_ns: float  # a lower bound of the sequence's duration
     longest_op_ns: float
+    total_ns: float = 0.0  # every channel's together: the waveform samples Pulser holds
 
 
 class SequenceShape:
@@ -85,31 +89,33 @@ class SequenceShape:
             raise InvalidRequestError.single(field, f"not valid JSON: {exc}") from exc
         if not isinstance(data, dict):
             raise InvalidRequestError.single(field, "not a Pulser sequence (a JSON object)")
+        self._data = data
+        self._checked: set[tuple[Limits, str]] = set()
         register = data.get("register", [])
         self.atoms = len(register) if isinstance(register, list | dict) else 0
         self.defaults = _defaults(data.get("variables"))
-        self._durations: list[tuple[str, Any]] = []  # (channel, duration expression)
-        operations = data.get("operations", [])
+
+    def check_structure(self, limits: Limits, device: str) -> None:
+        """422 when the sequence's shape is over `limits` (`sequence_structure`); done before
+        anything walks its operations, and once per limits."""
+        if (limits, device) in self._checked:
+            return
+        sequence_structure.check(self._data, limits, device, self.field)
+        self._checked.add((limits, device))
+
+    @cached_property
+    def _durations(self) -> list[tuple[str, Any]]:
+        """(channel, duration expression) of each operation, collected on first use."""
+        durations: list[tuple[str, Any]] = []
+        operations = self._data.get("operations", [])
         for op in operations if isinstance(operations, list) else []:
             if isinstance(op, dict):
-                self._collect(op)
-        self.variables_used = frozenset(
-            name for _, expr in self._durations for name in _variables_in(expr)
-        )
+                _collect(op, durations)
+        return durations
 
-    def _collect(self, op: dict[str, Any]) -> None:
-        channel = str(op.get("channel", op.get("dmm_name", "")))
-        kind = op.get("op")
-        if kind == "delay":
-            self._durations.append((channel, op.get("time", 0)))
-        elif kind == "add_eom_pulse":
-            self._durations.append((channel, op.get("duration", 0)))
-        elif kind in ("pulse", "pulse_arbitrary_phase"):
-            # Amplitude and detuning (and phase) last the same: the longest of them counts.
-            waves = [op.get(k) for k in ("amplitude", "detuning", "phase") if k in op]
-            self._durations.append((channel, ("max", [_waveform_duration(w) for w in waves])))
-        elif kind == "add_dmm_detuning":
-            self._durations.append((channel, _waveform_duration(op.get("waveform"))))
+    @cached_property
+    def variables_used(self) -> frozenset[str]:
+        return frozenset(name for _, expr in self._durations for name in _variables_in(expr))
 
     def footprint(self, values: Mapping[str, Any], fixed_only: bool = False) -> Footprint:
         """The durations with these variable values; `Unbounded` when one cannot be known.
@@ -126,11 +132,28 @@ class SequenceShape:
             duration = _duration(expr, env)
             longest_op = max(longest_op, duration)
             per_channel[channel] = per_channel.get(channel, 0.0) + duration
-        return Footprint(max(per_channel.values(), default=0.0), longest_op)
+        return Footprint(
+            max(per_channel.values(), default=0.0), longest_op, sum(per_channel.values())
+        )
 
     def key(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
         """Jobs with the same key have the same footprint (evaluate it once)."""
         return tuple(_freeze(values.get(name)) for name in sorted(self.variables_used))
+
+
+def _collect(op: dict[str, Any], durations: list[tuple[str, Any]]) -> None:
+    channel = str(op.get("channel", op.get("dmm_name", "")))
+    kind = op.get("op")
+    if kind == "delay":
+        durations.append((channel, op.get("time", 0)))
+    elif kind == "add_eom_pulse":
+        durations.append((channel, op.get("duration", 0)))
+    elif kind in ("pulse", "pulse_arbitrary_phase"):
+        # Amplitude and detuning (and phase) last the same: the longest of them counts.
+        waves = [op.get(k) for k in ("amplitude", "detuning", "phase") if k in op]
+        durations.append((channel, ("max", [_waveform_duration(w) for w in waves])))
+    elif kind == "add_dmm_detuning":
+        durations.append((channel, _waveform_duration(op.get("waveform"))))
 
 
 def _defaults(variables: Any) -> dict[str, Any]:

@@ -19,15 +19,18 @@ from pulser.parametrized import Variable
 
 from core.catalog import Limits
 from core.errors import InvalidRequestError
+from scheduler import sequence_schema
 
 
 def _reason(exc: BaseException) -> str:
+    """The first line of Pulser's message, clipped: jsonschema's quotes the whole document."""
     text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    return sequence_schema.clip(text[0]) if text else type(exc).__name__
 
 
 def load_sequence(serialized: str, field: str) -> Sequence[Any]:
     """A sequence from its abstract repr, or a 422 naming `field`."""
+    sequence_schema.install()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -36,6 +39,13 @@ def load_sequence(serialized: str, field: str) -> Sequence[Any]:
         raise InvalidRequestError.single(
             field, f"not a valid Pulser sequence: {_reason(exc)}"
         ) from exc
+
+
+def load_trusted(serialized: str, field: str) -> Sequence[Any]:
+    """A sequence already validated (by a sandbox process), deserialized without validating
+    it again."""
+    with sequence_schema.trusted():
+        return load_sequence(serialized, field)
 
 
 def variable_problems(
