@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -43,11 +42,6 @@ def services(request: Request) -> Services:
     return svc
 
 
-def db_session(svc: Annotated[Services, Depends(services)]) -> Iterator[Session]:
-    with svc.sessions.begin() as session:
-        yield session
-
-
 _bearer = HTTPBearer(auto_error=False, description="An API token from `atomfleet admin`.")
 
 
@@ -63,5 +57,4 @@ def current_user(
 
 
 ServicesDep = Annotated[Services, Depends(services)]
-SessionDep = Annotated[Session, Depends(db_session)]
 UserDep = Annotated[str, Depends(current_user)]
