@@ -17,8 +17,10 @@ from atomfleet.status import print_status
 from core.catalog import CATALOG, DeviceKind, SpecsSource
 from core.config import Settings
 from core.enums import DeviceStatus, DeviceType
-from core.names import RedisKeys
+from core.names import RedisKeys, device_queues
 from scheduler.device_state import DeviceState
+from scheduler.fleet_state import read_fleet
+from scheduler.watch import FleetWatch
 from tests.conftest import Account
 from tests.metrics_support import beat
 
@@ -183,3 +185,24 @@ def test_the_qpu_s_behaviour_is_in_its_entry() -> None:
     assert {d for d, e in CATALOG.items() if e.min_atoms == 2} == {
         DeviceType.EMU_MPS, DeviceType.EMU_TN, DeviceType.EMU_FRESNEL,
     }  # fmt: skip
+
+
+def test_the_fleet_watch_flags_a_stalled_device_and_clears_it_once_it_consumes(
+    settings: Settings, redis_client: Redis
+) -> None:
+    # Given a message waiting for EMU_SV and a live worker reporting a free slot
+    watched = settings.model_copy(update={"stall_after_s": 1e-6})
+    keys = RedisKeys(watched.namespace)
+    queue = keys.celery_queue(device_queues(DeviceType.EMU_SV)[0])
+    redis_client.lpush(queue, b"{}")
+    beat(redis_client, keys, DeviceType.EMU_SV, "sv:1", concurrency=1, busy=0)
+    watch = FleetWatch(watched, redis_client, [DeviceType.EMU_SV])
+    # When the watch turns while nothing is taken, then after the queue emptied
+    stalled = watch.watch_once()[DeviceType.EMU_SV]
+    flagged = read_fleet(redis_client, keys, [DeviceType.EMU_SV])[DeviceType.EMU_SV]
+    redis_client.delete(queue)
+    watch.watch_once()
+    after = read_fleet(redis_client, keys, [DeviceType.EMU_SV])[DeviceType.EMU_SV]
+    # Then the device was STALLED, and is UP again
+    assert stalled and flagged.stalled and flagged.status == DeviceStatus.STALLED
+    assert not after.stalled and after.status == DeviceStatus.UP
