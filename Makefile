@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install tools run test check format lock bench clean
+.PHONY: install tools services run test check format lock bench clean
 
 install: $(STAMP)
 
@@ -22,8 +22,22 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -e '.[emulators,dev]'
 	@touch $(STAMP)
 
-run: install
+run: install services
 	$(BIN)/atomfleet run
+
+# The servers a one-machine run or the tests start themselves when none answers at their URL
+# (Debian's redis-server and postgresql), installed here when missing and root: atomfleet
+# itself never installs anything. Without root it only says what to install, since a server
+# may already run elsewhere.
+services:
+	@missing=""; \
+	command -v redis-server >/dev/null || [ -x /usr/bin/redis-server ] || missing="redis-server"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+		else echo "to start local servers, install:$$missing (sudo apt-get install$$missing)"; fi; \
+	fi
 
 # Tools the tests run for real (never skipped): Prometheus and promtool (Debian's package).
 tools:
@@ -32,7 +46,7 @@ tools:
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; \
 		else echo "install Prometheus and promtool (sudo apt-get install prometheus)"; exit 1; fi; }
 
-test: install tools
+test: install tools services
 	$(BIN)/python -m pytest
 
 check: install

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -49,11 +48,6 @@ def services(request: Request) -> Services:
     return svc
 
 
-def db_session(svc: Annotated[Services, Depends(services)]) -> Iterator[Session]:
-    with svc.sessions.begin() as session:
-        yield session
-
-
 _bearer = HTTPBearer(auto_error=False, description="An API token from `atomfleet admin`.")
 
 
@@ -69,5 +63,4 @@ def current_user(
 
 
 ServicesDep = Annotated[Services, Depends(services)]
-SessionDep = Annotated[Session, Depends(db_session)]
 UserDep = Annotated[str, Depends(current_user)]

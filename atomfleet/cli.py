@@ -159,13 +159,11 @@ def _ttl(days: int) -> timedelta | None:
 
 
 def admin_bootstrap(session: Any, args: argparse.Namespace) -> dict[str, Any]:
-    from scheduler import accounts
+    from atomfleet.accounts import bootstrap
 
-    user = accounts.create_user(session, args.user, args.password)
-    project = accounts.create_project(session, args.project)
-    accounts.add_member(session, user.id, project.id)
-    token = accounts.create_token(session, user.id, name="bootstrap", ttl=_ttl(args.token_days))
-    return {"user_id": user.id, "project_id": project.id, "token": token.token}
+    made = bootstrap(session, args.user, args.project, args.password, "bootstrap",
+                     _ttl(args.token_days))  # fmt: skip
+    return {"user_id": made.user_id, "project_id": made.project_id, "token": made.token}
 
 
 def admin_user_create(session: Any, args: argparse.Namespace) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from atomfleet.examples import parametrized_sweep
 from core.enums import DeviceType
 
 DEMO_VARIABLES = [
@@ -16,21 +17,8 @@ DEMO_DEVICES = [DeviceType.EMU_MPS, DeviceType.EMU_SV, DeviceType.EMU_FREE, Devi
 
 
 def demo_sequence() -> str:
-    """A 4-atom adiabatic sweep on AnalogDevice, parametrized by `omega` and `duration`."""
-    from pulser import Pulse, Sequence
-    from pulser.devices import AnalogDevice
-    from pulser.register.special_layouts import SquareLatticeLayout
-    from pulser.waveforms import RampWaveform
-
-    register = SquareLatticeLayout(4, 4, 6.0).rectangular_register(2, 2)
-    seq = Sequence(register, AnalogDevice)
-    seq.declare_channel("ryd", "rydberg_global")
-    omega = seq.declare_variable("omega")
-    duration = seq.declare_variable("duration", dtype=int)
-    seq.add(Pulse.ConstantDetuning(RampWaveform(duration, 0.0, omega), -15.0, 0.0), "ryd")
-    seq.add(Pulse.ConstantAmplitude(omega, RampWaveform(duration, -15.0, 15.0), 0.0), "ryd")
-    seq.measure("ground-rydberg")
-    return str(seq.to_abstract_repr())
+    """A 4-atom (2×2) adiabatic sweep on AnalogDevice, parametrized by `omega` and `duration`."""
+    return parametrized_sweep(4, rows=2, detuning=15.0)
 
 
 def demo_request(project_id: str, device_type: str, sequence: str) -> dict[str, Any]:

@@ -18,11 +18,9 @@ from typing import Any
 
 from atomfleet.demo import DEMO_DEVICES, demo_request, demo_sequence
 from atomfleet.services import ServiceError, ensure_redis, free_port
-from core.catalog import DeviceKind, entry
+from core.catalog import entry
 from core.config import Settings
-from core.enums import DeviceType
-
-TERMINAL = {"DONE", "ERROR", "CANCELED"}
+from core.enums import TERMINAL_JOB_STATUSES, DeviceType
 
 
 class Fleet:
@@ -260,7 +258,7 @@ def _wait_healthy(client: Client, fleet: Fleet, timeout_s: float = 60) -> None:
 def _demo(client: Client, project_id: str, fleet: Fleet, devices: list[DeviceType]) -> None:
     sequence = demo_sequence()
     deadline = time.monotonic() + 60
-    for qpu in (d for d in devices if entry(d).kind == DeviceKind.QPU):
+    for qpu in (d for d in devices if entry(d).remote):
         while qpu not in client.call("GET", "/api/v1/devices/specs"):
             if time.monotonic() > deadline:  # the scheduler reads the QPU's specs every second
                 raise SystemExit(f"atomfleet: the {qpu} QPU did not answer; see the logs")
@@ -275,7 +273,7 @@ def _demo(client: Client, project_id: str, fleet: Fleet, devices: list[DeviceTyp
     while True:
         states = [client.call("GET", f"/api/v2/jobs/{job['id']}") for _, job in jobs]
         board.draw([(device, state) for (device, _), state in zip(jobs, states, strict=True)])
-        if all(s["status"] in TERMINAL for s in states):
+        if all(s["status"] in TERMINAL_JOB_STATUSES for s in states):
             break
         if fleet.dead():
             raise SystemExit(f"atomfleet: {', '.join(fleet.dead())} exited; see {fleet.log_dir}")

@@ -1,8 +1,9 @@
 """Finds or starts the backing services for one-machine runs and tests.
 
-Redis: the URL if it answers, else a local `redis-server` (installed from Debian's
-packages when missing and running as root). PostgreSQL: likewise, with a throwaway
-cluster. Whatever is started here is a child process, stopped by `stop()`.
+Redis: the URL if it answers, else a local `redis-server`. PostgreSQL: likewise, with a
+throwaway cluster. Nothing is installed here: `make services` (a step of `make run` and
+`make test`) installs Debian's packages; a missing binary is a ServiceError saying what to
+install. Whatever is started here is a child process, stopped by `stop()`.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from urllib.parse import urlsplit
 
 import redis
 
+from core.errors import AtomfleetError
 
-class ServiceError(RuntimeError):
+
+class ServiceError(AtomfleetError):
     """A service could not be found, installed or started; the message says what to do."""
 
 
@@ -54,16 +57,10 @@ def redis_answers(url: str) -> bool:
         return False
 
 
-def _apt_install(package: str, binary: str) -> None:
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise ServiceError(
-            f"{binary} is not installed; install the Debian package {package!r} "
-            f"(sudo apt-get install {package}) or point atomfleet at a running server"
-        )
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], check=False, env=env)
-    subprocess.run(
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", package], check=True, env=env
+def _not_installed(package: str, binary: str) -> ServiceError:
+    return ServiceError(
+        f"{binary} is not installed; run `make services` (as root), install the Debian package "
+        f"{package!r} (sudo apt-get install {package}) or point atomfleet at a running server"
     )
 
 
@@ -73,8 +70,7 @@ def ensure_redis(url: str, data_dir: Path) -> Started:
         return Started(url)
     binary = shutil.which("redis-server") or "/usr/bin/redis-server"
     if not Path(binary).exists():
-        _apt_install("redis-server", "redis-server")
-        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        raise _not_installed("redis-server", "redis-server")
     parts = urlsplit(url)
     local = parts.hostname in ("127.0.0.1", "localhost", None)
     port = (parts.port or 6379) if local else free_port()
@@ -115,8 +111,7 @@ def ensure_postgres(url: str, data_dir: Path) -> Started:
         return Started(url)
     bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     if not bins:
-        _apt_install("postgresql", "PostgreSQL")
-        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+        raise _not_installed("postgresql", "PostgreSQL")
     bindir = Path(bins[-1]).parent
     cluster = (data_dir / "postgres").resolve()
     cluster.mkdir(parents=True, exist_ok=True)

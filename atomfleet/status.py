@@ -71,11 +71,10 @@ def print_status(settings: Settings) -> int:
 
 
 def _cells(device: DeviceType, store: StoreState, fleet: DeviceFleet, now: datetime) -> list[str]:
-    state = "DOWN" if not fleet.workers else ("STALLED" if fleet.stalled else "UP")
     oldest = store.oldest_waiting.get(device)
     return [
         device.value,
-        state,
+        fleet.status.value,
         str(fleet.workers),
         f"{fleet.busy}/{fleet.slots}",
         *(str(store.waiting(device, rank)) for rank in RANKS),

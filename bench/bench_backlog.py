@@ -29,6 +29,7 @@ import psycopg
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
+from atomfleet.examples import plain
 from bench.common import Account, account, fleet, machine, p, services, stop, wait_healthy
 from bench.dataset import load_backlog, refresh_counts
 from core.config import Settings
@@ -37,7 +38,6 @@ from scheduler.db import make_engine, make_sessionmaker
 from scheduler.models import Job, utcnow
 from scheduler.policies import make_policy
 from scheduler.policies.base import Policy
-from tests.sequences import plain
 
 SIZES = (10_000, 100_000, 1_000_000)
 PROJECTS = 100  # the LOW backlog is spread evenly over this many projects

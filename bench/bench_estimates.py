@@ -18,11 +18,11 @@ import time
 import httpx
 import psycopg
 
+from atomfleet.examples import parametrized_sweep
 from bench.common import ROOT, account, fleet, machine, services, wait_healthy  # noqa: F401
 from core.enums import DeviceType
 from scheduler.db import make_engine, make_sessionmaker
 from scheduler.run_times import RunTimeModel, RunTimes
-from tests.sequences import parametrized_sweep
 
 DEVICES = (DeviceType.EMU_SV, DeviceType.EMU_FREE)
 ATOMS = (2, 3, 4, 6, 8)

@@ -27,6 +27,7 @@ import httpx
 import psycopg
 import redis
 
+from atomfleet.examples import plain
 from bench.common import (
     Account,
     Services,
@@ -40,7 +41,6 @@ from bench.common import (
 )
 from bench.raw_celery import done_key, make_app
 from core.config import Settings
-from tests.sequences import plain
 
 CONCURRENCY = 2
 

@@ -26,13 +26,13 @@ from sqlalchemy.engine import make_url
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from atomfleet.examples import parametrized_sweep  # noqa: E402
 from atomfleet.services import ensure_postgres, ensure_redis  # noqa: E402
 from bench.common import fleet as common_fleet  # noqa: E402
 from bench.common import wait_healthy  # noqa: E402
 from scheduler import accounts  # noqa: E402
 from scheduler.db import make_engine, make_sessionmaker  # noqa: E402
 from scheduler.migrate import upgrade  # noqa: E402
-from tests.sequences import parametrized_sweep  # noqa: E402
 
 
 def body(project_id: str, jobs: int) -> bytes:

@@ -22,9 +22,9 @@ from sqlalchemy.engine import make_url
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from atomfleet.accounts import Account, bootstrap  # noqa: E402
 from atomfleet.launcher import Fleet  # noqa: E402
 from atomfleet.services import Started, ensure_postgres, ensure_redis, free_port  # noqa: E402
-from scheduler import accounts  # noqa: E402
 from scheduler.db import make_engine, make_sessionmaker  # noqa: E402
 from scheduler.migrate import upgrade  # noqa: E402
 
@@ -77,25 +77,10 @@ def services() -> Iterator[Services]:
         redis_service.stop()
 
 
-@dataclass(frozen=True)
-class Account:
-    user_id: str
-    project_id: str
-    token: str
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-
 def account(database_url: str) -> Account:
     engine = make_engine(database_url)
     with make_sessionmaker(engine).begin() as session:
-        user = accounts.create_user(session, f"bench-{uuid.uuid4().hex[:6]}")
-        project = accounts.create_project(session, "bench")
-        accounts.add_member(session, user.id, project.id)
-        token = accounts.create_token(session, user.id).token
-        found = Account(user.id, project.id, token)
+        found = bootstrap(session, f"bench-{uuid.uuid4().hex[:6]}", "bench")
     engine.dispose()
     return found
 

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 
 import psycopg
 
+from atomfleet.examples import parametrized_sweep
 from bench.common import Account
 from scheduler import accounts
 from scheduler.db import make_engine, make_sessionmaker
-from tests.sequences import parametrized_sweep
 
 DEVICES = ["EMU_SV", "EMU_MPS", "EMU_FREE", "EMU_SV", "FRESNEL"]
 

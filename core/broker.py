@@ -12,6 +12,22 @@ from core.config import Settings
 from core.names import RedisKeys
 
 
+def task_id(job_id: str, attempt: int) -> str:
+    """The Celery task id of a job's attempt: a message left from an older attempt is known
+    by its id alone."""
+    return f"{job_id}.{attempt}"
+
+
+def job_id_of_task(task: str) -> str:
+    return task.rsplit(".", 1)[0]
+
+
+def flag_ttl_s(settings: Settings) -> int:
+    """How long the per-job keys (cancel flag, current attempt, remote id) live: past the
+    longest run of any attempt that may still read them."""
+    return settings.job_time_limit_s * 2
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
     keys = RedisKeys(settings.namespace)
     # A running job outliving the visibility timeout would be delivered a second time;

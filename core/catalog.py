@@ -28,7 +28,7 @@ class SpecsSource(StrEnum):
     """Where a device's Pulser specs come from."""
 
     MOCK = "MOCK"  # Pulser's MockDevice renamed to the device type, with our limits
-    FRESNEL = "FRESNEL"  # the FRESNEL QPU's specs, so a sequence valid there is valid here
+    MIRROR = "MIRROR"  # the specs of the QPU it `mirrors`: a sequence valid here is valid there
     QPU = "QPU"  # fetched from the QPU and refreshed
 
 
@@ -77,13 +77,41 @@ class DeviceEntry:
     # The worker pool: a CPU-bound emulation per process, or an I/O-bound QPU client.
     pool: str = "prefork"
     description: str = ""
+    # Behaviour, read instead of branching on `kind`:
+    # Fewest atoms a job's register may hold; what the emulator itself refuses below.
+    min_atoms: int = 1
+    # A job must say its `runs`: no configuration or default decides for it.
+    runs_required: bool = False
+    # Jobs are sent only while the device's own operational status (polled by the
+    # scheduler) is UP; otherwise they wait PENDING and the device shows DOWN.
+    dispatch_only_while_operational: bool = False
+    # The QPU whose specs this device takes (SpecsSource.MIRROR).
+    mirrors: DeviceType | None = None
 
     @property
     def is_emulator(self) -> bool:
         return self.kind == DeviceKind.EMULATOR
 
+    @property
+    def remote(self) -> bool:
+        """Reached through a QPU HTTP API (its URL in `ATOMFLEET_QPUS`), which also gives its
+        specs and operational status."""
+        return self.specs == SpecsSource.QPU
+
+    def atoms_problem(self, atoms: int) -> str | None:
+        """Why a register of `atoms` atoms cannot run here at all; None when it can."""
+        if atoms >= self.min_atoms:
+            return None
+        return (
+            f"{atoms} atom{'s' if atoms != 1 else ''} is under {self.device_type.value}'s "
+            f"minimum of {self.min_atoms} atoms"
+        )
+
 
 _EMULATOR_LIMITS = Limits(max_atoms=50, max_duration_ns=100_000, max_runs=10_000)
+# emu-mps asserts "designed for more than 2 qubits" on a one-atom register: every job would
+# end in ERROR, so intake refuses it (422) instead.
+_EMU_MPS_MIN_ATOMS = 2
 
 CATALOG: dict[DeviceType, DeviceEntry] = {
     entry.device_type: entry
@@ -94,6 +122,7 @@ CATALOG: dict[DeviceType, DeviceEntry] = {
             driver="device_drivers.emu_mps",
             specs=SpecsSource.MOCK,
             limits=_EMULATOR_LIMITS.merged({"max_bond_dim": 256}),
+            min_atoms=_EMU_MPS_MIN_ATOMS,
             description="emu-mps tensor-network (MPS) emulator",
         ),
         DeviceEntry(
@@ -102,6 +131,7 @@ CATALOG: dict[DeviceType, DeviceEntry] = {
             driver="device_drivers.emu_mps",
             specs=SpecsSource.MOCK,
             limits=_EMULATOR_LIMITS.merged({"max_bond_dim": 256}),
+            min_atoms=_EMU_MPS_MIN_ATOMS,
             description="legacy name of EMU_MPS, with the legacy `configuration`",
         ),
         DeviceEntry(
@@ -126,9 +156,11 @@ CATALOG: dict[DeviceType, DeviceEntry] = {
             DeviceType.EMU_FRESNEL,
             DeviceKind.EMULATOR,
             driver="device_drivers.emu_fresnel",
-            specs=SpecsSource.FRESNEL,
+            specs=SpecsSource.MIRROR,
             # The FRESNEL QPU's own limits apply (its specs), and emu-mps's memory bound.
             limits=_EMULATOR_LIMITS.merged({"max_bond_dim": 256}),
+            min_atoms=_EMU_MPS_MIN_ATOMS,  # its driver is emu-mps's
+            mirrors=DeviceType.FRESNEL,
             description="emu-mps constrained to the FRESNEL QPU's specs, with its noise model",
         ),
         DeviceEntry(
@@ -143,6 +175,8 @@ CATALOG: dict[DeviceType, DeviceEntry] = {
             accepts_backend_configuration=False,
             enabled_by_default=False,
             pool="threads",
+            runs_required=True,
+            dispatch_only_while_operational=True,
             description="the FRESNEL QPU, through its HTTP API (one job at a time)",
         ),
         DeviceEntry(

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from core.catalog import CATALOG, DeviceKind, Limits, default_devices, entry
+from core.catalog import CATALOG, Limits, default_devices, entry
 from core.enums import DeviceType, QueuePriority
 
 
@@ -245,7 +245,7 @@ class Settings(BaseSettings):
     @field_validator("qpus")
     @classmethod
     def _qpus_are_qpus(cls, qpus: dict[DeviceType, str]) -> dict[DeviceType, str]:
-        wrong = [d.value for d in qpus if d not in CATALOG or CATALOG[d].kind != DeviceKind.QPU]
+        wrong = [d.value for d in qpus if d not in CATALOG or not CATALOG[d].remote]
         if wrong:
             raise ValueError(f"not QPU device types: {', '.join(wrong)}")
         return qpus
@@ -254,9 +254,7 @@ class Settings(BaseSettings):
     def _serve_configured_qpus(self) -> Settings:
         if "devices" not in self.model_fields_set:
             self.devices = [*self.devices, *(d for d in self.qpus if d not in self.devices)]
-        unconfigured = [
-            d.value for d in self.devices if entry(d).kind == DeviceKind.QPU and d not in self.qpus
-        ]
+        unconfigured = [d.value for d in self.devices if entry(d).remote and d not in self.qpus]
         if unconfigured:
             raise ValueError(
                 f"QPU device types need their URL in ATOMFLEET_QPUS: {', '.join(unconfigured)}"
@@ -361,6 +359,7 @@ class Settings(BaseSettings):
         except ValueError:
             raise ValueError(f"not a rate like '30/minute': {value!r}") from None
         return value
+
     # Intake's budget per request (issue 15, bounds): Pulser's validation and
     # deserialization run in a small pool of processes, each call within these budgets.
     intake_processes: int = Field(

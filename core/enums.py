@@ -45,6 +45,17 @@ class DeviceType(StrEnum):
     NOOP = "NOOP"
 
 
+class DeviceStatus(StrEnum):
+    """A device's status. Public (`/api/v1/devices`, `atomfleet status`): UP, DOWN or
+    STALLED; a QPU's own operational status, as the scheduler last found it: UP, DOWN or
+    UNREACHABLE. `scheduler/device_state.py` computes the public one from the other."""
+
+    UP = "UP"  # workers consume its queues (and, for a QPU, the QPU says UP)
+    DOWN = "DOWN"  # no live worker, or a QPU that is down or does not answer
+    STALLED = "STALLED"  # its workers report free slots but take nothing that waits
+    UNREACHABLE = "UNREACHABLE"  # a QPU whose HTTP API did not answer (or never checked)
+
+
 class QueuePriority(StrEnum):
     """Scheduling level of a batch; HIGH is always served before MEDIUM, MEDIUM before LOW."""
 

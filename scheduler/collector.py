@@ -20,10 +20,11 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.catalog import DeviceKind, entry
-from core.enums import DeviceType, JobStatus
+from core.catalog import entry
+from core.enums import DeviceStatus, DeviceType, JobStatus
 from core.metrics import priority_label
 from core.names import RedisKeys
+from scheduler.device_state import DeviceState
 from scheduler.fleet_state import (
     RANKS,
     DeviceFleet,
@@ -134,14 +135,12 @@ class FleetCollector(Collector):
     def _qpus_up(self, qpus: list[DeviceType]) -> dict[DeviceType, bool]:
         """What the scheduler's QPU watch last found (UP, DOWN or UNREACHABLE) in Redis;
         the dispatcher sends a QPU jobs only while it says UP."""
-        pipe = self.client.pipeline(transaction=False)
-        for device in qpus:
-            pipe.hget(self.keys.device_state(device), "operational")
-        return {d: raw == b"UP" for d, raw in zip(qpus, pipe.execute(), strict=True)}
+        found = DeviceState(self.client, self.keys).operational_many(qpus)
+        return {device: status == DeviceStatus.UP for device, status in found.items()}
 
     def _process_families(self) -> Iterator[Metric]:
         qpu = _gauge("qpu_up", "QPU devices only: 1 while the QPU is up, 0 down.", ["device_type"])
-        qpus = [d for d in self.devices if entry(d).kind == DeviceKind.QPU]
+        qpus = [d for d in self.devices if entry(d).dispatch_only_while_operational]
         if qpus:
             try:
                 for device, up in sorted(self._qpus_up(qpus).items()):

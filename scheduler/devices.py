@@ -16,7 +16,7 @@ def job_counts(session: Session, devices: list[DeviceType]) -> dict[DeviceType, 
         .where(JobCount.status.in_([JobStatus.PENDING, JobStatus.RUNNING]))
         .group_by(JobCount.device_type, JobCount.status)
     ).all()
-    counts = {d: {"PENDING": 0, "RUNNING": 0} for d in devices}
+    counts = {d: {JobStatus.PENDING.value: 0, JobStatus.RUNNING.value: 0} for d in devices}
     for device, status, n in rows:
         if device in counts:
             counts[device][status.value] = int(n or 0)

@@ -31,12 +31,13 @@ from celery import Celery
 from sqlalchemy import Row, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.broker import celery_config
-from core.catalog import DeviceKind, entry
+from core.broker import celery_config, flag_ttl_s, task_id
+from core.catalog import entry
 from core.config import Settings
 from core.enums import ACTIVE_JOB_STATUSES, DeviceType, QueuePriority
 from core.messages import JobSpec
 from core.names import RUN_JOB_TASK, RedisKeys, device_queues, queue_name
+from scheduler.device_state import DeviceState
 from scheduler.models import Batch, Job, utcnow
 from scheduler.policies import make_policy
 from scheduler.policies.backlog import aged_rank
@@ -218,16 +219,16 @@ class Dispatcher:
         room = window - state.queued
         if state.queued > self._low_water(state):
             return 0  # still well stocked
-        if entry(device).kind == DeviceKind.QPU and not self._qpu_up(device):
-            return 0  # its jobs wait PENDING until the QPU is UP again
+        if entry(device).dispatch_only_while_operational and not self._operational(device):
+            return 0  # its jobs wait PENDING until the device (a QPU) is UP again
         capacity = entry(device).capacity
         if capacity is not None and room > 0:
             room = min(room, capacity - self._in_flight(device))
         return room
 
-    def _qpu_up(self, device: DeviceType) -> bool:
+    def _operational(self, device: DeviceType) -> bool:
         """What the scheduler's QPU watch last saw (it polls the QPU)."""
-        return self.client.hget(self.keys.device_state(device), "operational") == b"UP"
+        return DeviceState(self.client, self.keys).is_up(device)
 
     def _in_flight(self, device: DeviceType) -> int:
         with self.sessions() as session:
@@ -298,7 +299,7 @@ class Dispatcher:
         return found
 
     def _publish(self, specs: list[tuple[JobSpec, int]]) -> None:
-        ttl_s = self.settings.job_time_limit_s * 2
+        ttl_s = flag_ttl_s(self.settings)
         limits = {spec.device_type: self._time_limit_s(spec.device_type) for spec, _ in specs}
         pipe = self.client.pipeline(transaction=False)
         for spec, _ in specs:
@@ -359,14 +360,6 @@ class Dispatcher:
                     )
         except Exception:
             log.exception("could not put %d jobs back; reconciliation will", len(specs))
-
-
-def task_id(job_id: str, attempt: int) -> str:
-    return f"{job_id}.{attempt}"
-
-
-def job_id_of_task(task: str) -> str:
-    return task.rsplit(".", 1)[0]
 
 
 def _devices_named(raw: list[Any], devices: list[DeviceType]) -> list[DeviceType]:

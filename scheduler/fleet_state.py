@@ -18,8 +18,9 @@ import redis
 from sqlalchemy import ScalarSelect, Select, func, select
 from sqlalchemy.orm import Session
 
-from core.enums import BatchStatus, DeviceType, JobStatus, QueuePriority
+from core.enums import BatchStatus, DeviceStatus, DeviceType, JobStatus, QueuePriority
 from core.names import RedisKeys
+from scheduler.device_state import DeviceState, public_status
 from scheduler.models import BACKLOG, IN_FLIGHT, Batch, Job, JobCount
 from scheduler.workers import live_workers_of
 
@@ -102,12 +103,13 @@ def _oldest_waiting(session: Session, devices: list[DeviceType]) -> dict[DeviceT
 
 @dataclass(frozen=True)
 class DeviceFleet:
-    """A device's live workers, as their heartbeats and the watch loop say."""
+    """A device's live workers, as their heartbeats and the watch loops say."""
 
     workers: int = 0
     slots: int = 0
     busy: int = 0
     stalled: bool = False
+    status: DeviceStatus = DeviceStatus.DOWN  # the public status (device_state.public_status)
 
     @property
     def idle(self) -> int:
@@ -119,19 +121,19 @@ def read_fleet(
 ) -> dict[DeviceType, DeviceFleet]:
     devices = list(devices)
     views = live_workers_of(client, keys, devices)
-    pipe = client.pipeline(transaction=False)
+    states = DeviceState(client, keys).read_many(devices)
+    fleet = {}
     for device in devices:
-        pipe.hexists(keys.device_state(device), "stalled_since")
-    stalled = pipe.execute()
-    return {
-        device: DeviceFleet(
-            workers=len(views[device]),
-            slots=sum(w.concurrency for w in views[device]),
-            busy=sum(min(w.busy, w.concurrency) for w in views[device]),
-            stalled=bool(flag),
+        stalled, operational = states[device]
+        workers = views[device]
+        fleet[device] = DeviceFleet(
+            workers=len(workers),
+            slots=sum(w.concurrency for w in workers),
+            busy=sum(min(w.busy, w.concurrency) for w in workers),
+            stalled=stalled,
+            status=public_status(device, len(workers), stalled, operational),
         )
-        for device, flag in zip(devices, stalled, strict=True)
-    }
+    return fleet
 
 
 def events_backlog(client: redis.Redis, keys: RedisKeys) -> int:

@@ -10,7 +10,6 @@ emulation configuration; only then does Pulser deserialize and build.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,7 +21,7 @@ from pulser.devices._device_datacls import BaseDevice
 from sqlalchemy import Table, delete, insert
 from sqlalchemy.orm import Session
 
-from core.catalog import DeviceKind, Limits, SpecsSource, entry
+from core.catalog import DeviceEntry, Limits, SpecsSource, entry
 from core.config import Settings
 from core.enums import BatchStatus, DeviceType, JobStatus
 from core.errors import InvalidRequestError, ServiceUnavailableError
@@ -44,25 +43,19 @@ from scheduler.submissions import CreateBatchRequest, JobIn
 
 # Core inserts: 10,000 rows go in one executemany, without the ORM unit of work.
 JOBS = cast(Table, Job.__table__)
-_LEGACY_SDK = re.compile(r"PasqalCloudSDK/0\.(\d+)")
 MAX_PROBLEMS = 20  # enough to fix; do not drown the user
 
 
 @dataclass(frozen=True)
 class Caller:
     user_id: str
-    user_agent: str = ""
-
-    @property
-    def sends_placeholder_runs(self) -> bool:
-        """pasqal-cloud up to 0.22 (with pulser-pasqal) sends `runs: 1` meaning "unset"."""
-        m = _LEGACY_SDK.search(self.user_agent)
-        return m is not None and int(m.group(1)) <= 22
+    # Its SDK sends `runs: 1` meaning "unset" (the API tells, from the User-Agent).
+    sends_placeholder_runs: bool = False
 
 
 @dataclass
 class _BatchContext:
-    device_type: DeviceType
+    device: DeviceEntry  # resolved once per submission
     limits: Limits
     builder: Sequence[Any] | None
     builder_shape: SequenceShape | None
@@ -78,6 +71,10 @@ class _BatchContext:
     @property
     def checks(self) -> BuiltChecks:
         return BuiltChecks(self.target, self.limits, self.device_type, self.config)
+
+    @property
+    def device_type(self) -> DeviceType:
+        return self.device.device_type
 
     def retarget(self, seq: Sequence[Any], field_name: str) -> Sequence[Any]:
         """`seq` on the target's specs (422 when it does not fit them)."""
@@ -171,15 +168,17 @@ class Intake:
         )
         device_type = request.device_type or self._infer_device_type(request)
         self.check_served(device_type)
-        target, limits = self._target(device_type)
+        device = entry(device_type)
+        target, limits = self._target(device)
         builder = None
         if builder_shape is not None:
             assert request.sequence_builder is not None
             # Its fixed parts are built when it is deserialized: bound them first.
             check_shape(builder_shape, limits, device_type, {}, fixed_only=True)
             builder = self._load_sequence(request.sequence_builder, "sequence_builder")
-        config = self._config(request.backend_configuration, device_type, limits)
-        ctx = _BatchContext(device_type, limits, builder, builder_shape, config, caller, target)
+            _check_min_atoms(builder_shape, device)
+        config = self._config(request.backend_configuration, device, limits)
+        ctx = _BatchContext(device, limits, builder, builder_shape, config, caller, target)
         ctx.builder_json = request.sequence_builder
         if builder is not None:
             ctx.builder = ctx.retarget(builder, "sequence_builder")
@@ -187,9 +186,10 @@ class Intake:
                 check_built(ctx.builder, ctx.checks, "sequence_builder")
         return ctx
 
-    def _target(self, device_type: DeviceType) -> tuple[BaseDevice | None, Limits]:
+    def _target(self, device_entry: DeviceEntry) -> tuple[BaseDevice | None, Limits]:
         """The specs to hold sequences to, and the limits (tightened by those specs)."""
-        if entry(device_type).specs == SpecsSource.MOCK or self.specs is None:
+        device_type = device_entry.device_type
+        if device_entry.specs == SpecsSource.MOCK or self.specs is None:
             return None, self.settings.limits(device_type)
         device = self.specs.device(device_type)
         if device is None:
@@ -200,13 +200,13 @@ class Intake:
         return device, self.specs.limits(device_type, device)
 
     def _config(
-        self, serialized: str | None, device_type: DeviceType, limits: Limits
+        self, serialized: str | None, device: DeviceEntry, limits: Limits
     ) -> EmulationConfig[Any] | None:
         if serialized is None:
             return None
-        if not entry(device_type).accepts_backend_configuration:
+        if not device.accepts_backend_configuration:
             raise InvalidRequestError.single(
-                "backend_configuration", f"{device_type.value} takes none"
+                "backend_configuration", f"{device.device_type.value} takes none"
             )
         config = sequences.load_emulation_config(serialized, "backend_configuration")
         problems = sequences.config_problems(config, limits, "backend_configuration")
@@ -241,7 +241,8 @@ class Intake:
         self._check_batch_size("body", batch.jobs_count + len(jobs))
         quotas.check(session, batch.project_id, "body",
                      batch_jobs=batch.jobs_count + len(jobs), new_jobs=len(jobs))  # fmt: skip
-        target, limits = self._target(batch.device_type)
+        device = entry(batch.device_type)
+        target, limits = self._target(device)
         builder = shape = None
         if batch.sequence_builder:
             shape = SequenceShape(batch.sequence_builder, "sequence_builder")
@@ -251,7 +252,7 @@ class Intake:
             if batch.backend_configuration
             else None
         )
-        ctx = _BatchContext(batch.device_type, limits, builder, shape, config, caller, target)
+        ctx = _BatchContext(device, limits, builder, shape, config, caller, target)
         ctx.builder_json = batch.sequence_builder
         now = utcnow()
         rows = self._job_rows(batch, jobs, ctx, first_order=batch.jobs_count, at=now)
@@ -277,7 +278,7 @@ class Intake:
         problems: list[tuple[str, str]] = []
         self._load_own_sequences(jobs, ctx)
         rows: list[dict[str, Any]] = []
-        default_runs = sequences.configured_shots(ctx.config, entry(ctx.device_type).default_shots)
+        default_runs = sequences.configured_shots(ctx.config, ctx.device.default_shots)
         bounded: dict[tuple[Any, ...], int] = {}  # shape key -> duration (ns)
         for index, job in enumerate(jobs):
             job_field = f"jobs[{index}]"
@@ -314,6 +315,7 @@ class Intake:
             shape = SequenceShape(serialized, seq_field)
             check_shape(shape, ctx.limits, ctx.device_type, {})
             seq = self._load_sequence(serialized, seq_field)
+            _check_min_atoms(shape, ctx.device)
             if seq.is_parametrized():
                 raise InvalidRequestError.single(
                     seq_field, "is parametrized; a job's own sequence must be built"
@@ -381,11 +383,11 @@ class Intake:
         job: JobIn, job_field: str, seq: Sequence[Any], ctx: _BatchContext, default_runs: int
     ) -> int:
         runs = job.runs
-        emulator = entry(ctx.device_type).is_emulator
+        emulator = ctx.device.is_emulator
         if runs == 1 and emulator and ctx.config is not None and ctx.caller.sends_placeholder_runs:
             runs = None  # pulser-pasqal's placeholder: the configuration decides
         if runs is None:
-            if entry(ctx.device_type).kind == DeviceKind.QPU:
+            if ctx.device.runs_required:
                 raise InvalidRequestError.single(f"{job_field}.runs", "required for a QPU")
             runs = default_runs
         device_max = sequences.max_runs(seq)
@@ -395,6 +397,13 @@ class Intake:
                 f"{job_field}.runs", f"{runs} is over the device's maximum of {limit}"
             )
         return runs
+
+
+def _check_min_atoms(shape: SequenceShape, device: DeviceEntry) -> None:
+    """Refuse a register the device's emulator cannot run at all (emu-mps: one atom)."""
+    problem = device.atoms_problem(shape.atoms)
+    if problem is not None:
+        raise InvalidRequestError.single(shape.field, problem)
 
 
 def new_batch(**fields: Any) -> Batch:

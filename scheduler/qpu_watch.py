@@ -14,9 +14,10 @@ import time
 import redis
 
 from core.config import Settings
-from core.enums import DeviceType
+from core.enums import DeviceStatus, DeviceType
 from core.names import RedisKeys
 from core.qpu_api import QpuClient, QpuError
+from scheduler.device_state import DeviceState
 
 log = logging.getLogger(__name__)
 
@@ -27,32 +28,31 @@ class QpuWatch:
     def __init__(self, settings: Settings, client: redis.Redis) -> None:
         self.settings = settings
         self.client = client
-        self.keys = RedisKeys(settings.namespace)
+        self.state = DeviceState(client, RedisKeys(settings.namespace))
         self.qpus = {
             device: QpuClient(url, settings.qpu_token, timeout_s=5.0, retries=1)
             for device, url in settings.qpus.items()
             if device in settings.devices
         }
         self._specs_at: dict[DeviceType, float] = {}
-        self._last: dict[DeviceType, str] = {}
+        self._last: dict[DeviceType, DeviceStatus] = {}
 
-    def watch_once(self) -> dict[DeviceType, str]:
+    def watch_once(self) -> dict[DeviceType, DeviceStatus]:
         """Ask every QPU; returns each one's status (UP, DOWN or UNREACHABLE)."""
         found = {}
         for device, qpu in self.qpus.items():
-            fields: dict[str | bytes, str | bytes | float] = {"checked_at": time.time()}
+            specs = None
             try:
-                status = "UP" if qpu.operational() else "DOWN"
+                status = DeviceStatus.UP if qpu.operational() else DeviceStatus.DOWN
                 if time.monotonic() - self._specs_at.get(device, -SPECS_EVERY_S) >= SPECS_EVERY_S:
-                    fields["specs"] = json.dumps(qpu.specs())
+                    specs = json.dumps(qpu.specs())
                     self._specs_at[device] = time.monotonic()
             except QpuError as exc:
-                status = "UNREACHABLE"
+                status = DeviceStatus.UNREACHABLE
                 if self._last.get(device) != status:
                     log.warning("QPU %s is unreachable: %s", device.value, exc)
             if self._last.get(device) != status:
                 log.info("QPU %s is %s", device.value, status)
             self._last[device] = found[device] = status
-            fields["operational"] = status
-            self.client.hset(self.keys.device_state(device), mapping=fields)  # type: ignore[arg-type]
+            self.state.record_check(device, status, specs)
         return found

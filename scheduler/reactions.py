@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import redis
 
+from core.broker import flag_ttl_s
 from core.config import Settings
 from core.names import WAKEUP_LIST_MAX, RedisKeys
 from scheduler.ledger import Ledger, Reactor
@@ -17,7 +18,7 @@ from scheduler.ledger import Ledger, Reactor
 
 def redis_reactor(client: redis.Redis, settings: Settings) -> Reactor:
     keys = RedisKeys(settings.namespace)
-    flag_ttl_s = settings.job_time_limit_s * 2
+    ttl_s = flag_ttl_s(settings)
 
     def react(ledger: Ledger) -> None:
         wake = ledger.wake
@@ -26,7 +27,7 @@ def redis_reactor(client: redis.Redis, settings: Settings) -> Reactor:
             return
         pipe = client.pipeline(transaction=False)
         for move in canceled:
-            pipe.set(keys.cancel_flag(move.job_id), 1, ex=flag_ttl_s)
+            pipe.set(keys.cancel_flag(move.job_id), 1, ex=ttl_s)
         if wake:
             pipe.lpush(keys.dispatch_wakeup, *sorted(d.value for d in wake))
             pipe.ltrim(keys.dispatch_wakeup, 0, WAKEUP_LIST_MAX - 1)

@@ -21,10 +21,10 @@ import redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.broker import job_id_of_task
 from core.config import Settings
 from core.enums import ACTIVE_JOB_STATUSES, DeviceType, JobStatus
 from core.names import RedisKeys, device_queues
-from scheduler.dispatch import job_id_of_task
 from scheduler.ledger import batch_ids_of, ledger, lock_batches, lock_jobs
 from scheduler.models import Job, utcnow
 

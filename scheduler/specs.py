@@ -3,9 +3,10 @@
 - MOCK: Pulser's MockDevice named after the device type, carrying atomfleet's limits.
 - QPU: what the QPU itself answers (`GET /system`), fetched by the scheduler's QPU watch
   and kept in Redis, so the API never waits on the QPU.
-- FRESNEL (EMU_FRESNEL): the FRESNEL QPU's specs when it is configured and has answered,
-  else the reference FRESNEL device (Pulser's AnalogDevice under that name, as the shipped
-  simulator serves it), renamed EMU_FRESNEL: a sequence valid there is valid on the QPU.
+- MIRROR (EMU_FRESNEL): the specs of the QPU the catalog says it `mirrors`, when that QPU
+  is configured and has answered, else the reference device (Pulser's AnalogDevice under
+  the QPU's name, as the shipped simulator serves it), renamed after the device: a sequence
+  valid there is valid on the QPU.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from core.catalog import Limits, SpecsSource, entry
 from core.config import Settings
 from core.enums import DeviceType
 from core.names import RedisKeys
+from scheduler.device_state import DeviceState
 
-FRESNEL_REFERENCE = dataclasses.replace(AnalogDevice, name="FRESNEL")
 # atomfleet's limit -> the Pulser device field that states it
 _LIMIT_FIELDS = {
     "max_atoms": "max_atom_num",
@@ -46,6 +47,12 @@ def mock_device(device_type: DeviceType, limits: Limits) -> BaseDevice:
     return dataclasses.replace(MockDevice, name=device_type.value, **_limit_fields(limits))
 
 
+@functools.lru_cache(maxsize=8)
+def reference_device(qpu: DeviceType) -> BaseDevice:
+    """The QPU's specs before it has answered: AnalogDevice under its name."""
+    return dataclasses.replace(AnalogDevice, name=qpu.value)
+
+
 @functools.lru_cache(maxsize=16)
 def _parse(specs_json: str) -> BaseDevice:
     return deserialize_device(specs_json)
@@ -56,16 +63,19 @@ class DeviceSpecs:
         self.settings = settings
         self.client = client
         self.keys = RedisKeys(settings.namespace)
+        self.state = DeviceState(client, self.keys)
 
     def device(self, device_type: DeviceType) -> BaseDevice | None:
         """The device's Pulser specs; None for a QPU that has not answered yet."""
-        source = entry(device_type).specs
-        if source == SpecsSource.MOCK:
+        device_entry = entry(device_type)
+        if device_entry.specs == SpecsSource.MOCK:
             return mock_device(device_type, self.settings.limits(device_type))
-        if source == SpecsSource.QPU:
+        if device_entry.specs == SpecsSource.QPU:
             return self._qpu(device_type)
-        qpu = self._qpu(DeviceType.FRESNEL) if DeviceType.FRESNEL in self.settings.qpus else None
-        device = dataclasses.replace(qpu or FRESNEL_REFERENCE, name=device_type.value)
+        mirrored = device_entry.mirrors
+        assert mirrored is not None, f"{device_type.value}: a MIRROR entry names what it mirrors"
+        qpu = self._qpu(mirrored) if mirrored in self.settings.qpus else None
+        device = dataclasses.replace(qpu or reference_device(mirrored), name=device_type.value)
         # Published as accepted: the QPU's specs, tightened by this emulator's own limits.
         tighter = {
             field: value
@@ -76,10 +86,10 @@ class DeviceSpecs:
 
     def _qpu(self, device_type: DeviceType) -> BaseDevice | None:
         try:
-            raw = self.client.hget(self.keys.device_state(device_type), "specs")
+            raw = self.state.specs_json(device_type)
         except redis.RedisError:
             return None
-        return _parse(raw.decode()) if isinstance(raw, bytes) else None
+        return _parse(raw) if raw is not None else None
 
     def limits(self, device_type: DeviceType, device: BaseDevice | None = None) -> Limits:
         """atomfleet's limits, tightened by what the device's specs say."""
@@ -102,16 +112,6 @@ class DeviceSpecs:
             if device is not None:
                 found[device_type.value] = _to_json(device)
         return found
-
-    def operational(self, device_type: DeviceType) -> str | None:
-        """A QPU's last known status (UP, DOWN or UNREACHABLE); None for other devices."""
-        if entry(device_type).specs != SpecsSource.QPU:
-            return None
-        try:
-            raw = self.client.hget(self.keys.device_state(device_type), "operational")
-        except redis.RedisError:
-            return "UNREACHABLE"
-        return raw.decode() if isinstance(raw, bytes) else "UNREACHABLE"
 
 
 def _to_json(device: BaseDevice) -> str:

@@ -19,6 +19,7 @@ import redis
 from core.config import Settings
 from core.enums import DeviceType
 from core.names import RedisKeys, device_queues
+from scheduler.device_state import DeviceState
 from scheduler.workers import live_workers
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ class FleetWatch:
         self.settings = settings
         self.client = client
         self.keys = RedisKeys(settings.namespace)
+        self.state = DeviceState(client, self.keys)
         self.devices = list(devices)
         self._seen = {d: _Seen(moved_at=time.monotonic()) for d in self.devices}
 
@@ -65,8 +67,7 @@ class FleetWatch:
         return stalled
 
     def _record(self, device: DeviceType, stalled: bool, queued: int) -> None:
-        key = self.keys.device_state(device)
-        was = self.client.hget(key, "stalled_since")
+        was = self.state.stalled_since(device)
         if stalled and was is None:
             log.error(
                 "%s is STALLED: %d jobs wait in Redis and its workers report free slots, but "
@@ -75,7 +76,7 @@ class FleetWatch:
                 queued,
                 self.settings.stall_after_s,
             )
-            self.client.hset(key, "stalled_since", time.time())
+            self.state.mark_stalled(device, True)
         elif not stalled and was is not None:
             log.warning("%s consumes again", device.value)
-            self.client.hdel(key, "stalled_since")
+            self.state.mark_stalled(device, False)

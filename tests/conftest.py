@@ -13,7 +13,6 @@ import os
 import tempfile
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -23,9 +22,9 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from atomfleet.accounts import Account, bootstrap
 from atomfleet.services import ensure_postgres, ensure_redis
 from core.config import Settings
-from scheduler import accounts
 from scheduler.db import make_engine, make_sessionmaker
 from scheduler.migrate import upgrade
 
@@ -107,24 +106,9 @@ def redis_client(redis_url: str) -> redis.Redis:
     return redis.Redis.from_url(redis_url)
 
 
-@dataclass(frozen=True)
-class Account:
-    user_id: str
-    project_id: str
-    token: str
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-
 def make_account(sessions: sessionmaker[Session], name: str | None = None) -> Account:
     with sessions.begin() as session:
-        user = accounts.create_user(session, name or f"user-{uuid.uuid4().hex[:8]}")
-        project = accounts.create_project(session, "project")
-        accounts.add_member(session, user.id, project.id)
-        token = accounts.create_token(session, user.id)
-    return Account(user.id, project.id, token.token)
+        return bootstrap(session, name or f"user-{uuid.uuid4().hex[:8]}", "project")
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from celery import Celery
 from celery.signals import task_received, worker_process_init, worker_ready, worker_shutdown
 from celery.worker import state as worker_state
 
-from core.broker import celery_config
+from core.broker import celery_config, flag_ttl_s
 from core.config import Settings
 from core.enums import DeviceType, EventKind
 from core.errors import DriverError
@@ -157,7 +157,7 @@ class RunningJob:
         self.runtime.leases.announce_now(self.spec.job_id)
 
     def remember(self, remote_id: str) -> None:
-        keys, ttl_s = self.runtime.keys, self.runtime.settings.job_time_limit_s * 2
+        keys, ttl_s = self.runtime.keys, flag_ttl_s(self.runtime.settings)
         self.runtime.client.set(keys.remote_id(self.spec.job_id), remote_id, ex=ttl_s)
         event = JobEvent(
             job_id=self.spec.job_id,

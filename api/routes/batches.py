@@ -30,6 +30,7 @@ from api.schemas import (
     WebhookDeliveryOut,
     doc,
 )
+from api.sdk import sends_placeholder_runs
 from core.errors import AtomfleetError, InvalidRequestError
 from scheduler import listing, operations, queries
 from scheduler.intake import Caller
@@ -45,7 +46,8 @@ _JOBS = TypeAdapter(list[JobIn])
 
 
 def _caller(request: Request, user_id: str) -> Caller:
-    return Caller(user_id=user_id, user_agent=request.headers.get("user-agent", ""))
+    legacy = sends_placeholder_runs(request.headers.get("user-agent", ""))
+    return Caller(user_id=user_id, sends_placeholder_runs=legacy)
 
 
 @router.post(

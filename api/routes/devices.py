@@ -13,50 +13,39 @@ from api.envelope import success
 from api.rate_limit import limited
 from api.schemas import DeviceOut, PublicSpec, doc
 from core.catalog import entry
-from core.enums import DeviceType
 from scheduler import devices
-from scheduler.workers import WorkerView, live_workers
+from scheduler.fleet_state import DeviceFleet, read_fleet
 
 router = APIRouter(tags=["devices"])
 
 
 @router.get("/api/v1/devices", summary="List Devices", responses=doc(list[DeviceOut]))
 def list_devices(svc: ServicesDep, user_id: UserDep) -> Response:
-    """Each device you can use: UP while a worker consumes its queues (and, for a QPU, the
-    QPU says UP), STALLED while its workers claim free slots but take nothing, else DOWN;
-    its waiting and running jobs, and the limits a job must fit."""
+    """Each device you can use: its status (UP while a worker consumes its queues and, for a
+    QPU, the QPU says UP; STALLED while its workers claim free slots but take nothing; else
+    DOWN), its waiting and running jobs, and the limits a job must fit."""
     with svc.sessions() as session:
         counts = devices.job_counts(session, list(svc.settings.devices))
+    try:
+        fleet = read_fleet(svc.redis, svc.keys, svc.settings.devices)
+    except redis.RedisError:
+        fleet = {}  # Redis does not answer: no worker can be seen, every device is DOWN
     data = []
     for device in svc.settings.devices:
-        workers, stalled = _fleet(svc.redis, svc, device)
-        status = "DOWN" if not workers else ("STALLED" if stalled else "UP")
-        if svc.specs.operational(device) not in (None, "UP"):
-            status = "DOWN"  # a QPU that is down or does not answer
+        state = fleet.get(device, DeviceFleet())
         data.append(
             {
                 "device_type": device.value,
                 "kind": entry(device).kind.value,
-                "status": status,
-                "workers": len(workers),
-                "slots": sum(w.concurrency for w in workers),
+                "status": state.status.value,
+                "workers": state.workers,
+                "slots": state.slots,
                 "jobs_pending": counts[device]["PENDING"],
                 "jobs_running": counts[device]["RUNNING"],
                 "limits": dataclasses.asdict(svc.specs.limits(device)),
             }
         )
     return success(data)
-
-
-def _fleet(
-    client: redis.Redis, svc: ServicesDep, device: DeviceType
-) -> tuple[list[WorkerView], bool]:
-    try:
-        workers = live_workers(client, svc.keys, device)
-        stalled = client.hexists(svc.keys.device_state(device), "stalled_since")
-    except redis.RedisError:
-        return [], False
-    return workers, bool(stalled)
 
 
 @router.get(
