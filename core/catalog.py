@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from core.enums import DeviceType
+from core.enums import Backend, DeviceType
 
 
 class DeviceKind(StrEnum):
@@ -67,6 +67,8 @@ class DeviceEntry:
     # The worker pool: a CPU-bound emulation per process, or an I/O-bound QPU client.
     pool: str = "prefork"
     description: str = ""
+    # Where its jobs may run: worker pods, and (emulators) a SLURM cluster (core.slurm_config).
+    backends: frozenset[Backend] = frozenset({Backend.POD})
 
     @property
     def is_emulator(self) -> bool:
@@ -74,6 +76,7 @@ class DeviceEntry:
 
 
 _EMULATOR_LIMITS = Limits(max_atoms=50, max_duration_ns=100_000, max_runs=10_000)
+_POD_OR_SLURM = frozenset({Backend.POD, Backend.SLURM})
 
 CATALOG: dict[DeviceType, DeviceEntry] = {
     entry.device_type: entry
@@ -85,6 +88,7 @@ CATALOG: dict[DeviceType, DeviceEntry] = {
             specs=SpecsSource.MOCK,
             limits=_EMULATOR_LIMITS.merged({"max_bond_dim": 256}),
             description="emu-mps tensor-network (MPS) emulator",
+            backends=_POD_OR_SLURM,
         ),
         DeviceEntry(
             DeviceType.EMU_TN,
@@ -93,6 +97,7 @@ CATALOG: dict[DeviceType, DeviceEntry] = {
             specs=SpecsSource.MOCK,
             limits=_EMULATOR_LIMITS.merged({"max_bond_dim": 256}),
             description="legacy name of EMU_MPS, with the legacy `configuration`",
+            backends=_POD_OR_SLURM,
         ),
         DeviceEntry(
             DeviceType.EMU_SV,
@@ -102,6 +107,7 @@ CATALOG: dict[DeviceType, DeviceEntry] = {
             # 20 atoms: a 16 MiB state, ~0.8 GB peak; noisy runs hold a density matrix.
             limits=_EMULATOR_LIMITS.merged({"max_atoms": 20, "max_atoms_noisy": 10}),
             description="emu-sv state-vector emulator",
+            backends=_POD_OR_SLURM,
         ),
         DeviceEntry(
             DeviceType.EMU_FREE,
@@ -111,6 +117,7 @@ CATALOG: dict[DeviceType, DeviceEntry] = {
             # QuTiP: 16 atoms ~0.45 GB and seconds; 20 atoms 2.5 GB and minutes.
             limits=_EMULATOR_LIMITS.merged({"max_atoms": 16, "max_atoms_noisy": 10}),
             description="pulser-simulation QutipBackendV2 (QuTiP)",
+            backends=_POD_OR_SLURM,
         ),
         DeviceEntry(
             DeviceType.EMU_FRESNEL,
@@ -120,6 +127,7 @@ CATALOG: dict[DeviceType, DeviceEntry] = {
             # The FRESNEL QPU's own limits apply (its specs), and emu-mps's memory bound.
             limits=_EMULATOR_LIMITS.merged({"max_bond_dim": 256}),
             description="emu-mps constrained to the FRESNEL QPU's specs, with its noise model",
+            backends=_POD_OR_SLURM,
         ),
         DeviceEntry(
             DeviceType.FRESNEL,
@@ -143,6 +151,7 @@ CATALOG: dict[DeviceType, DeviceEntry] = {
             limits=Limits(max_atoms=100, max_duration_ns=100_000, max_runs=100_000),
             enabled_by_default=False,
             description="returns a tiny valid result at once: measures the fleet itself",
+            backends=_POD_OR_SLURM,
         ),
     ]
 }
