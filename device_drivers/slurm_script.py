@@ -55,7 +55,8 @@ def sbatch_script(
     lines = ["#!/bin/bash"]
     output = f"{attempt_dir}/slurm.out"
     lines += [f"#SBATCH {arg}" for arg in sbatch_options(cluster, options, limits, name, output)]
-    lines += ["set -e", "umask 007"]
+    # The worker's environment is exported to the job: not its metrics directory.
+    lines += ["set -e", "umask 007", "unset PROMETHEUS_MULTIPROC_DIR"]
     if options.gpus == 0:
         lines.append("export CUDA_VISIBLE_DEVICES=")
     lines += list(cluster.setup)

@@ -134,9 +134,11 @@ def account(sessions: sessionmaker[Session]) -> Account:
     return make_account(sessions)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def slurm() -> Iterator[SlurmCluster]:
     """A real single-node SLURM cluster of its own (tests/slurm_cluster.py), stopped by PID.
+    Shared by the session's tests: their job names are unique; a test that stops its
+    controller starts it again.
 
     Under /tmp with a short name: munge's socket path must stay under 108 bytes."""
     root = Path(tempfile.mkdtemp(prefix="af-slurm-", dir="/tmp"))

@@ -22,6 +22,14 @@ BINARIES = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "scontrol", "
 CLUSTER_NAME = "testhpc"
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def _binary(name: str) -> str:
     for directory in ("/usr/sbin", "/usr/bin"):
         if os.access(f"{directory}/{name}", os.X_OK):
@@ -130,23 +138,19 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
         """Stop slurmctld (by its pid file); the node and its jobs go on."""
         self._kill("slurmctld")
 
-    def _kill(self, name: str) -> None:
-        pid = self._pid(name)
-        if pid is None:
-            return
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
+    def _kill(self, *names: str) -> None:
+        """SIGTERM, and SIGKILL what still runs 3 s later (a test cluster: nothing to save)."""
+        pids = [pid for pid in map(self._pid, names) if pid is not None]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 3
+        while pids and time.monotonic() < deadline:
+            pids = [pid for pid in pids if _alive(pid)]
             time.sleep(0.05)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     def stop(self) -> None:
         """Cancel what still runs (its slurmstepd would outlive slurmd), then the daemons."""
@@ -157,8 +161,7 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
                 time.sleep(0.5)
         except (OSError, subprocess.SubprocessError):
             pass
-        for name in ("slurmd", "slurmctld", "munged"):
-            self._kill(name)
+        self._kill("slurmd", "slurmctld", "munged")
 
     def run(self, *args: str) -> str:
         out = subprocess.run(list(args), env=self.env, capture_output=True, text=True, timeout=30)
@@ -174,3 +177,15 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
         for path in sorted((self.root / "log").glob("*.log")):
             parts.append(f"--- {path.name} ---\n{path.read_text(errors='replace')[-3000:]}")
         return "\n".join(parts)
+
+
+def run_driver(config_json: str, spec_json: str) -> None:
+    """Run a job with the device's driver (in a spawned process a test kills -9)."""
+    from core.config import Settings
+    from core.messages import JobSpec
+    from device_drivers.base import LocalJob
+    from device_drivers.registry import load_driver
+
+    spec = JobSpec.model_validate_json(spec_json)
+    config = Settings.model_validate_json(config_json)
+    load_driver(spec.device_type, config).run(spec, LocalJob())

@@ -12,7 +12,6 @@ import shutil
 import signal
 import sys
 import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -33,13 +32,15 @@ from device_drivers.slurm_client import SlurmClient, parse_sacct, parse_scontrol
 from device_drivers.slurm_script import sbatch_script, slurm_time
 from tests.fleet import wait_for
 from tests.sequences import plain
-from tests.slurm_cluster import CLUSTER_NAME
+from tests.slurm_cluster import CLUSTER_NAME, run_driver
 from tests.slurm_cluster import SlurmCluster as Cluster
 
 ATOMFLEET = str(Path(sys.executable).parent / "atomfleet")
 
 
-def slurm_settings(settings: Settings, cluster: Cluster, tmp_path: Path, **more: object) -> Settings:
+def slurm_settings(
+    settings: Settings, cluster: Cluster, tmp_path: Path, **more: object
+) -> Settings:
     return settings.model_copy(
         update={
             "slurm_clusters": {
@@ -106,6 +107,22 @@ def test_a_failing_job_ends_with_its_own_error(
         driver.run(spec, LocalJob())
 
 
+def test_a_job_slurm_refuses_ends_in_error_and_counts(
+    settings: Settings, slurm: Cluster, tmp_path: Path
+) -> None:
+    config = slurm_settings(settings, slurm, tmp_path)
+    config.slurm_clusters[CLUSTER_NAME] = SlurmCluster(
+        slurm_conf=str(slurm.conf), command=[ATOMFLEET], partition="no-such-partition"
+    )
+    driver = load_driver(DeviceType.NOOP, config)
+    assert isinstance(driver, Driver)
+    errors = driver.metrics.submit_errors.labels("NOOP")
+    before = errors._value.get()
+    with pytest.raises(DriverError, match=r"SLURM refused the job: sbatch: .*[Pp]artition"):
+        driver.run(noop_spec(), LocalJob())
+    assert errors._value.get() == before + 1
+
+
 def test_cancel_scancels_the_running_job(
     settings: Settings, slurm: Cluster, tmp_path: Path
 ) -> None:
@@ -146,18 +163,10 @@ def test_a_job_over_its_time_limit_ends_in_error(
         driver.run(noop_spec(sleep_s=600), LocalJob())
 
 
-def _submit_then_die(config_json: str, spec_json: str) -> None:
-    """A worker that submits the job and is then killed (the test kills it)."""
-    config = Settings.model_validate_json(config_json)
-    load_driver(DeviceType.NOOP, config).run(JobSpec.model_validate_json(spec_json), LocalJob())
-
-
 def _killed_mid_job(config: Settings, spec: JobSpec, redis_client: redis.Redis) -> str:
     """Run the job in a process killed -9 once SLURM took the job; its SLURM id."""
     ctx = multiprocessing.get_context("spawn")
-    proc = ctx.Process(
-        target=_submit_then_die, args=(config.model_dump_json(), spec.model_dump_json())
-    )
+    proc = ctx.Process(target=run_driver, args=(config.model_dump_json(), spec.model_dump_json()))
     proc.start()
     state = SlurmState(redis_client, config.namespace)
     sub = wait_for(lambda: state.submission(spec.job_id, spec.attempt), 60, "the submission")
@@ -300,7 +309,12 @@ def test_the_text_formats_of_slurm_22_05() -> None:
     )
     info = parse_scontrol_job(line)
     assert info is not None
-    assert (info.job_id, info.state, info.exit_code, info.reason) == ("1", "TIMEOUT", "0:15", "TimeLimit")
+    assert (info.job_id, info.state, info.exit_code, info.reason) == (
+        "1",
+        "TIMEOUT",
+        "0:15",
+        "TimeLimit",
+    )
     assert info.ended and not info.running
     acct = parse_sacct("7|CANCELLED by 0|0:15|local\n7.batch|CANCELLED|0:15|local\n", "7")
     assert acct is not None and (acct.state, acct.cluster) == ("CANCELLED", "local")
