@@ -318,3 +318,32 @@ def test_the_text_formats_of_slurm_22_05() -> None:
     assert info.ended and not info.running
     acct = parse_sacct("7|CANCELLED by 0|0:15|local\n7.batch|CANCELLED|0:15|local\n", "7")
     assert acct is not None and (acct.state, acct.cluster) == ("CANCELLED", "local")
+
+
+def test_status_lists_the_slurm_jobs_in_flight_and_the_controller_s_health(
+    settings: Settings, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    from atomfleet.slurm_status import slurm_lines
+    from core.slurm_state import SlurmSubmission
+
+    config = settings.model_copy(
+        update={
+            "slurm_clusters": {"hpc": SlurmCluster()},
+            "slurm_devices": {DeviceType.EMU_MPS: "hpc"},
+        }
+    )
+    assert slurm_lines(redis_client, settings, [DeviceType.EMU_MPS]) == []  # none routed
+    state = SlurmState(redis_client, settings.namespace)
+    sub = SlurmSubmission(
+        job_id="job-1", attempt=2, slurm_job_id="4711", cluster="hpc", directory="/d", name="n"
+    )
+    state.record(DeviceType.EMU_MPS, sub, ttl_s=60)
+    state.update_state(DeviceType.EMU_MPS, sub, "RUNNING")
+    state.set_health(DeviceType.EMU_MPS, up=False, error="Unable to contact slurm controller")
+    lines = slurm_lines(redis_client, config, [DeviceType.EMU_MPS])
+    text = "\n".join(lines)
+    assert "EMU_MPS on hpc: controller DOWN for 0s: Unable to contact slurm controller" in text
+    assert "1 in flight" in text
+    assert "job job-1 attempt 2: SLURM job 4711 on hpc, RUNNING" in text
+    state.forget(DeviceType.EMU_MPS, "job-1", 2)
+    assert state.in_flight(DeviceType.EMU_MPS) == [] and state.submission("job-1", 2) is None
