@@ -39,12 +39,18 @@ services:
 		else echo "to start local servers, install:$$missing (sudo apt-get install$$missing)"; fi; \
 	fi
 
-# Tools the tests run for real (never skipped): Prometheus and promtool (Debian's package).
+# Tools the tests run for real (never skipped): Prometheus and promtool (Debian's package),
+# and a single-node SLURM with munge (Debian's 22.05; tests/slurm_cluster.py starts it).
 tools:
 	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; \
 		else echo "install Prometheus and promtool (sudo apt-get install prometheus)"; exit 1; fi; }
+	@command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v sbatch >/dev/null \
+		&& command -v munged >/dev/null || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends slurmctld slurmd slurm-client munge; \
+		else echo "install SLURM and munge (sudo apt-get install slurmctld slurmd slurm-client munge)"; exit 1; fi; }
 
 test: install tools services
 	$(BIN)/python -m pytest

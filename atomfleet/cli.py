@@ -8,10 +8,11 @@ import logging
 import sys
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from core.config import Settings
-from core.enums import DeviceType
+from core.enums import Backend, DeviceType
 from core.lightweight import keep_light
 
 
@@ -84,13 +85,15 @@ def cmd_worker(args: argparse.Namespace) -> None:
     if args.concurrency:
         settings.worker_concurrency = args.concurrency
     app = create_celery(settings, device)
+    # A device routed to SLURM only submits and polls: an I/O-bound pool, like a QPU's.
+    pool = "threads" if settings.backend(device) == Backend.SLURM else entry(device).pool
     app.worker_main(
         [
             "worker",
             "--queues", ",".join(device_queues(device)),
             "--concurrency", str(settings.worker_concurrency),
             # prefork for emulations (CPU), threads for a QPU client (it only waits)
-            "--pool", entry(device).pool,
+            "--pool", pool,
             "--hostname", f"{device.value}.%i@%h",
             "--loglevel", args.loglevel,
             "--without-gossip", "--without-mingle", "--without-heartbeat",
@@ -103,6 +106,12 @@ def cmd_status(args: argparse.Namespace) -> None:
     from atomfleet.status import print_status
 
     sys.exit(print_status(_settings()))
+
+
+def cmd_slurm_job(args: argparse.Namespace) -> None:
+    from atomfleet.slurm_job import run_spec_file
+
+    sys.exit(run_spec_file(args.spec_file))
 
 
 def _port(value: str) -> int:
@@ -272,6 +281,14 @@ def parser() -> argparse.ArgumentParser:
         "status", help="jobs, workers and slots per device, from the store and Redis"
     )
     status.set_defaults(func=cmd_status)
+
+    slurm_job = sub.add_parser(
+        "slurm-job",
+        help="run one job from its spec file on a SLURM compute node (the SLURM worker's "
+        "script calls it); progress and result are written beside it",
+    )
+    slurm_job.add_argument("spec_file", type=Path)
+    slurm_job.set_defaults(func=cmd_slurm_job)
 
     from qpu_simulator.__main__ import add_arguments  # light: no Pulser, no torch
 

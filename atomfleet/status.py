@@ -13,6 +13,7 @@ import redis
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from atomfleet.slurm_status import slurm_lines
 from core.config import Settings
 from core.enums import DeviceType, JobStatus
 from core.metrics import priority_label
@@ -53,6 +54,7 @@ def print_status(settings: Settings) -> int:
     try:
         fleet = read_fleet(client, keys, devices)
         backlog = events_backlog(client, keys)
+        slurm = slurm_lines(client, settings, devices)
     except redis.RedisError as exc:
         print(f"atomfleet status: cannot read Redis at {redis_url}: {exc}",
               file=sys.stderr)  # fmt: skip
@@ -67,6 +69,8 @@ def print_status(settings: Settings) -> int:
         print(_row(_cells(device, store, fleet[device], now)))
     print(f"\nbatches open (PENDING or RUNNING): {store.batches_open}")
     print(f"worker events not yet applied: {backlog}")
+    for line in slurm:
+        print(line)
     return 0
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from core.enums import DeviceType
+from core.enums import Backend, DeviceType
 
 
 class DeviceKind(StrEnum):
@@ -87,6 +87,8 @@ class DeviceEntry:
     dispatch_only_while_operational: bool = False
     # The QPU whose specs this device takes (SpecsSource.MIRROR).
     mirrors: DeviceType | None = None
+    # Where its jobs may run: worker pods, and (emulators) a SLURM cluster (core.slurm_config).
+    backends: frozenset[Backend] = frozenset({Backend.POD})
 
     @property
     def is_emulator(self) -> bool:
@@ -112,6 +114,7 @@ _EMULATOR_LIMITS = Limits(max_atoms=50, max_duration_ns=100_000, max_runs=10_000
 # emu-mps asserts "designed for more than 2 qubits" on a one-atom register: every job would
 # end in ERROR, so intake refuses it (422) instead.
 _EMU_MPS_MIN_ATOMS = 2
+_POD_OR_SLURM = frozenset({Backend.POD, Backend.SLURM})
 
 CATALOG: dict[DeviceType, DeviceEntry] = {
     entry.device_type: entry
@@ -124,6 +127,7 @@ CATALOG: dict[DeviceType, DeviceEntry] = {
             limits=_EMULATOR_LIMITS.merged({"max_bond_dim": 256}),
             min_atoms=_EMU_MPS_MIN_ATOMS,
             description="emu-mps tensor-network (MPS) emulator",
+            backends=_POD_OR_SLURM,
         ),
         DeviceEntry(
             DeviceType.EMU_TN,
@@ -133,6 +137,7 @@ CATALOG: dict[DeviceType, DeviceEntry] = {
             limits=_EMULATOR_LIMITS.merged({"max_bond_dim": 256}),
             min_atoms=_EMU_MPS_MIN_ATOMS,
             description="legacy name of EMU_MPS, with the legacy `configuration`",
+            backends=_POD_OR_SLURM,
         ),
         DeviceEntry(
             DeviceType.EMU_SV,
@@ -142,6 +147,7 @@ CATALOG: dict[DeviceType, DeviceEntry] = {
             # 20 atoms: a 16 MiB state, ~0.8 GB peak; noisy runs hold a density matrix.
             limits=_EMULATOR_LIMITS.merged({"max_atoms": 20, "max_atoms_noisy": 10}),
             description="emu-sv state-vector emulator",
+            backends=_POD_OR_SLURM,
         ),
         DeviceEntry(
             DeviceType.EMU_FREE,
@@ -151,6 +157,7 @@ CATALOG: dict[DeviceType, DeviceEntry] = {
             # QuTiP: 16 atoms ~0.45 GB and seconds; 20 atoms 2.5 GB and minutes.
             limits=_EMULATOR_LIMITS.merged({"max_atoms": 16, "max_atoms_noisy": 10}),
             description="pulser-simulation QutipBackendV2 (QuTiP)",
+            backends=_POD_OR_SLURM,
         ),
         DeviceEntry(
             DeviceType.EMU_FRESNEL,
@@ -162,6 +169,7 @@ CATALOG: dict[DeviceType, DeviceEntry] = {
             min_atoms=_EMU_MPS_MIN_ATOMS,  # its driver is emu-mps's
             mirrors=DeviceType.FRESNEL,
             description="emu-mps constrained to the FRESNEL QPU's specs, with its noise model",
+            backends=_POD_OR_SLURM,
         ),
         DeviceEntry(
             DeviceType.FRESNEL,
@@ -187,6 +195,7 @@ CATALOG: dict[DeviceType, DeviceEntry] = {
             limits=Limits(max_atoms=100, max_duration_ns=100_000, max_runs=100_000),
             enabled_by_default=False,
             description="returns a tiny valid result at once: measures the fleet itself",
+            backends=_POD_OR_SLURM,
         ),
     ]
 }

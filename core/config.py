@@ -9,7 +9,8 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.catalog import CATALOG, Limits, default_devices, entry
-from core.enums import DeviceType, QueuePriority
+from core.enums import Backend, DeviceType, QueuePriority
+from core.slurm_config import SlurmCluster, unconfigured_slurm_devices
 
 
 class Settings(BaseSettings):
@@ -381,3 +382,51 @@ class Settings(BaseSettings):
         description="Address space of each intake process (RLIMIT_AS); an allocation past it "
         "is a 422 naming this budget, and the process is replaced (its memory returned).",
     )
+    # SLURM (issue 17): device types whose jobs run on a SLURM cluster (core.slurm_config)
+    slurm_clusters: dict[str, SlurmCluster] = Field(
+        default_factory=dict,
+        description="SLURM clusters by their ClusterName (a JSON object): partition, "
+        "slurm_conf, command (how a compute node runs atomfleet), setup lines, and per "
+        'device sbatch options, e.g. {"hpc": {"partition": "gpu", "devices": {"EMU_MPS": '
+        '{"cpus": 8, "mem": "64G", "gpus": 1, "extra_args": ["--account=atoms"]}}}}.',
+    )
+    slurm_devices: dict[DeviceType, str] = Field(
+        default_factory=dict,
+        description="Device type -> the SLURM cluster its jobs run on (a JSON object), e.g. "
+        '{"EMU_MPS": "hpc"}; the others run in worker pods. A device routed to a cluster '
+        "that ATOMFLEET_SLURM_CLUSTERS lacks refuses to start.",
+    )
+    slurm_shared_dir: Path = Field(
+        default=Path("/shared/atomfleet-slurm"),
+        description="Directory shared by the SLURM workers and the compute nodes: one "
+        "directory per job attempt (spec.json, progress.json, result.json or error.json, "
+        "slurm.out).",
+    )
+    slurm_poll_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often a SLURM worker polls its jobs (scontrol, the shared files); "
+        "a cancel is checked every 0.2 s whatever this is.",
+    )
+
+    @model_validator(mode="after")
+    def _slurm_routes(self) -> Settings:
+        unconfigured = unconfigured_slurm_devices(self.slurm_devices, self.slurm_clusters)
+        if unconfigured:
+            raise ValueError(
+                "devices routed to a SLURM cluster that ATOMFLEET_SLURM_CLUSTERS does not "
+                f"configure: {', '.join(unconfigured)}"
+            )
+        wrong = [d.value for d in self.slurm_devices if Backend.SLURM not in entry(d).backends]
+        if wrong:
+            raise ValueError(f"device types that cannot run on SLURM: {', '.join(wrong)}")
+        return self
+
+    def backend(self, device_type: DeviceType) -> Backend:
+        """Where `device_type`'s jobs run in this deployment."""
+        return Backend.SLURM if device_type in self.slurm_devices else Backend.POD
+
+    def slurm_cluster(self, device_type: DeviceType) -> tuple[str, SlurmCluster]:
+        """The name and configuration of the cluster `device_type` is routed to."""
+        name = self.slurm_devices[device_type]
+        return name, self.slurm_clusters[name]

@@ -97,3 +97,10 @@ class DeliveryStatus(StrEnum):
     GONE = "GONE"  # the receiver answered 410: no more attempts
     FAILED = "FAILED"  # every attempt failed
     REFUSED = "REFUSED"  # its address is not public (SSRF): never attempted
+
+
+class Backend(StrEnum):
+    """Where a device's jobs run: in atomfleet's worker pods, or on a SLURM cluster."""
+
+    POD = "POD"
+    SLURM = "SLURM"

@@ -56,6 +56,12 @@ class JobEvent(BaseModel):
     remote_id: str | None = Field(
         default=None, description="The device's own id of the job (a QPU job's uid)."
     )
+    slurm_job_id: str | None = Field(
+        default=None, description="SLURM's job id, once SLURM accepted the job (issue 17)."
+    )
+    slurm_cluster_name: str | None = Field(
+        default=None, description="The SLURM cluster the job was submitted to."
+    )
 
     def to_fields(self) -> dict[str, str]:
         return {"event": self.model_dump_json(exclude_none=True)}

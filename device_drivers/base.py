@@ -29,8 +29,9 @@ class JobContext(Protocol):
     def started(self) -> None:
         """The device started the job (drivers with `announces_start` say when)."""
 
-    def remember(self, remote_id: str) -> None:
-        """Record the device's own id of the job, so that a new attempt resumes it."""
+    def remember(self, remote_id: str, **details: str) -> None:
+        """Record the device's own id of the job, so that a new attempt resumes it;
+        `details` (e.g. `slurm_job_id`, `slurm_cluster_name`) go into its PROGRESS event."""
 
     def recall(self) -> str | None:
         """The device's id an earlier attempt of this job remembered, if any."""
@@ -71,6 +72,7 @@ class LocalJob:
         self.on_progress = on_progress
         self.started_at: float | None = None
         self.remote_ids: list[str] = []
+        self.remote_details: dict[str, str] = {}
         self.cancel_requested = False
 
     def progress(self, percent: int) -> None:
@@ -80,8 +82,9 @@ class LocalJob:
     def started(self) -> None:
         self.started_at = self.started_at or time.time()
 
-    def remember(self, remote_id: str) -> None:
+    def remember(self, remote_id: str, **details: str) -> None:
         self.remote_ids.append(remote_id)
+        self.remote_details.update(details)
 
     def recall(self) -> str | None:
         return self.remote_ids[-1] if self.remote_ids else None

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from atomfleet.services import ensure_postgres, ensure_redis
 from core.config import Settings
 from scheduler.db import make_engine, make_sessionmaker
 from scheduler.migrate import upgrade
+from tests.slurm_cluster import SlurmCluster
 
 SERVICES_DIR = Path(tempfile.gettempdir()) / "atomfleet-test-services"
 TABLES = (
@@ -114,3 +116,19 @@ def make_account(sessions: sessionmaker[Session], name: str | None = None) -> Ac
 @pytest.fixture
 def account(sessions: sessionmaker[Session]) -> Account:
     return make_account(sessions)
+
+
+@pytest.fixture(scope="session")
+def slurm() -> Iterator[SlurmCluster]:
+    """A real single-node SLURM cluster of its own (tests/slurm_cluster.py), stopped by PID.
+    Shared by the session's tests: their job names are unique; a test that stops its
+    controller starts it again.
+
+    Under /tmp with a short name: munge's socket path must stay under 108 bytes."""
+    root = Path(tempfile.mkdtemp(prefix="af-slurm-", dir="/tmp"))
+    cluster = SlurmCluster(root).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 Kind = Literal["counter", "gauge", "histogram"]
-Process = Literal["api", "scheduler", "worker"]
+Process = Literal["api", "scheduler", "worker", "slurm_worker"]
 
 
 @dataclass(frozen=True)
@@ -119,6 +119,28 @@ METRICS: tuple[Metric, ...] = (
         ("device_type",),
         _W,
         "a job's time in the worker",
+    ),
+    # A SLURM worker (a worker of a device routed to SLURM), besides the worker's own
+    Metric(
+        "atomfleet_slurm_jobs_queued",
+        "gauge",
+        ("device_type",),
+        ("slurm_worker",),
+        "jobs waiting in SLURM's own queue",
+    ),
+    Metric(
+        "atomfleet_slurm_controller_up",
+        "gauge",
+        ("device_type",),
+        ("slurm_worker",),
+        "1 while the SLURM controller answers",
+    ),
+    Metric(
+        "atomfleet_slurm_submit_errors_total",
+        "counter",
+        ("device_type",),
+        ("slurm_worker",),
+        "failed sbatch calls",
     ),
     # Every process
     Metric(

@@ -156,7 +156,7 @@ class RunningJob:
     def started(self) -> None:
         self.runtime.leases.announce_now(self.spec.job_id)
 
-    def remember(self, remote_id: str) -> None:
+    def remember(self, remote_id: str, **details: str) -> None:
         keys, ttl_s = self.runtime.keys, flag_ttl_s(self.runtime.settings)
         self.runtime.client.set(keys.remote_id(self.spec.job_id), remote_id, ex=ttl_s)
         event = JobEvent(
@@ -164,6 +164,8 @@ class RunningJob:
             attempt=self.spec.attempt,
             kind=EventKind.PROGRESS,
             remote_id=remote_id,
+            slurm_job_id=details.get("slurm_job_id"),
+            slurm_cluster_name=details.get("slurm_cluster_name"),
         )
         self.publisher.publish(event, retry_for_s=30)
 
