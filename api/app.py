@@ -12,8 +12,10 @@ from api.body import BodyLimitMiddleware
 from api.deps import Services
 from api.guard import InputGuardMiddleware
 from api.metrics import ApiMetrics
+from api.ready_metric import ReadyCollector
 from api.request_metrics import RequestMetricsMiddleware
 from api.routes import batches, devices, jobs, oauth, probes
+from api.routes.probes import readiness_problems
 from core.config import Settings
 from core.metrics import version
 from core.redis_client import redis_client
@@ -43,6 +45,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         estimator=QueueEstimator(settings, client),
         secret_keys=settings.resolved_secret_keys(),
         metrics=metrics,
+    )
+
+    metrics.registry.register(
+        ReadyCollector(lambda: readiness_problems(services.sessions, services.redis))
     )
 
     @asynccontextmanager
