@@ -18,6 +18,7 @@ Without `/proc` (not Linux) nothing is served, as prometheus_client's collector 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -139,10 +140,8 @@ class ProcessTreeCollector(Collector):
         rss.add_metric([], float(sum(p.rss_pages for p in tree) * self.page_size))
         vsz.add_metric([], float(sum(p.vsize for p in tree)))
         fds.add_metric([], float(sum(open_fds(p.pid, self.proc) for p in tree)))
-        try:
+        with contextlib.suppress(OSError):
             start.add_metric([], boot_time(self.proc) + parent.start_ticks / _ticks())
-        except OSError:
-            pass
         most = max_fds(root, self.proc)
         if most is not None:
             limit.add_metric([], most)
