@@ -56,13 +56,14 @@ def held_back(session: Session) -> dict[DeviceType, int]:
             .group_by(Job.device_type, Job.project_id)
         )
     )
-    caps = dict(
-        session.execute(
+    caps = {
+        project: cap
+        for project, cap in session.execute(
             select(Project.id, Project.max_running_per_device).where(
                 Project.id.in_({p for _, p in backlog})
             )
-        ).tuples()
-    )
+        )
+    }
     held: dict[DeviceType, int] = {}
     for (device, project), waiting in backlog.items():
         room = max(0, int(caps[project] or 0) - in_flight.get((device, project), 0))
