@@ -33,6 +33,7 @@ from workers.events import EventPublisher
 from workers.heartbeat import Heartbeat
 from workers.lease import Claim, JobInterrupted, Leases
 from workers.metrics import WorkerMetrics
+from workers.pod_cost import PodCost, PodCostUpdater
 from workers.progress import ProgressReporter
 
 log = logging.getLogger(__name__)
@@ -220,6 +221,12 @@ def create_celery(settings: Settings, device_type: DeviceType) -> Celery:
     task_received.connect(lambda **_: heartbeat.on_received(), weak=False)
     worker_ready.connect(lambda **_: heartbeat.start(), weak=False)
     worker_shutdown.connect(lambda **_: heartbeat.stop(), weak=False)
+    # In Kubernetes: busy pods carry a higher deletion cost, so a scale-down takes idle ones.
+    pod_cost = PodCost.in_cluster(settings.pod_name)
+    if pod_cost is not None:
+        updater = PodCostUpdater(pod_cost, busy=lambda: len(worker_state.reserved_requests))
+        worker_ready.connect(lambda **_: updater.start(), weak=False)
+        worker_shutdown.connect(lambda **_: updater.stop(), weak=False)
     # Served by the parent once its pool is forked (the first children do not inherit the
     # listening socket); the children's job counts reach it through multiprocess files.
     worker_ready.connect(lambda **_: metrics.serve(settings, heartbeat.health), weak=False)
