@@ -201,3 +201,22 @@ def test_staging_does_not_scale_production_and_capped_jobs_are_no_demand(
     assert tests, "no ScaledObject"
     (tmp_path / "keda.yml").write_text(yaml.safe_dump({"rule_files": [], "tests": tests}))
     d.assert_ok(d.run([promtool, "test", "rules", str(tmp_path / "keda.yml")]))
+
+
+def test_every_process_that_calls_the_qpu_gets_its_token() -> None:
+    """The scheduler's QPU watch and the FRESNEL worker call the QPU API with the token; the
+    compose QPU simulator requires it, so compose exercises the token end to end."""
+    callers = {"atomfleet-scheduler", "atomfleet-worker-fresnel"}
+    for name in callers:
+        [container] = d.containers(d.objects_of("Deployment")[name])
+        env = {e["name"]: e for e in container.get("env", [])}
+        ref = env["ATOMFLEET_QPU_TOKEN"]["valueFrom"]["secretKeyRef"]
+        assert (ref["name"], ref["key"]) == ("atomfleet-secrets", "qpu-token"), name
+    compose = d.load_yaml(d.DEPLOY / "compose.yaml")["services"]
+    simulator = compose["qpu-simulator"]
+    token = simulator["command"][simulator["command"].index("--token") + 1]
+    for name in ("scheduler", "worker-fresnel"):
+        assert compose[name]["environment"]["ATOMFLEET_QPU_TOKEN"] == token, name
+    assert "Authorization" in " ".join(simulator["healthcheck"]["test"])
+    guide = (d.DEPLOY / "README.md").read_text()
+    assert "| scheduler |" in guide and "qpu-token" in guide
