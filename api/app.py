@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import errors, openapi
+from api.access_log import AccessLogMiddleware
 from api.body import BodyLimitMiddleware
 from api.deps import Services
 from api.guard import InputGuardMiddleware
@@ -72,6 +73,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(InputGuardMiddleware)
     errors.install(app)
+    # One access log line per request (api/access_log.py), of what the middlewares answer too.
+    app.add_middleware(AccessLogMiddleware, router=app.router)
     # Outermost (added last): it counts what every other middleware answers too.
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics, router=app.router)
     app.include_router(batches.router)

@@ -37,8 +37,8 @@ def register_process_metrics(registry: CollectorRegistry, tree: bool = False) ->
     if tree:
         registry.register(ProcessTreeCollector())
     else:
-        ProcessCollector(registry=registry)  # type: ignore[no-untyped-call]
-    PlatformCollector(registry=registry)  # type: ignore[no-untyped-call]
+        ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
 
 
 @dataclass(frozen=True)

@@ -138,8 +138,9 @@ def test_a_staging_worker_does_not_silence_productions_device_without_workers(
                         },
                         "exp_annotations": {
                             "summary": "EMU_SV: 3 jobs wait and no worker serves the device",
-                            "description": "3 EMU_SV jobs are PENDING and the scheduler has seen no"
-                            " live worker of that device type for 10 minutes: nothing will run them.",
+                            "description": "3 EMU_SV jobs are PENDING and the scheduler has"
+                            " seen no live worker of that device type for 10 minutes: nothing"
+                            " will run them.",
                             "runbook": rule["annotations"]["runbook"].replace(
                                 "{{ $labels.device_type }}", "EMU_SV"
                             ),
@@ -161,13 +162,18 @@ def _keda_tests() -> list[dict[str, Any]]:
         return f"{extra},{where}" if extra else where
 
     def install(ns: str, device: str, dispatchable: int, running: int) -> list[dict[str, str]]:
+        device_label = f'device_type="{device}"'
         return [
-            _series("atomfleet_jobs_dispatchable", labels(ns, f'device_type="{device}"'), f"{dispatchable}x5"),
-            _series("atomfleet_jobs_waiting", labels(ns, f'device_type="{device}",priority="LOW"'), f"{dispatchable + 40}x5"),
-            _series("atomfleet_jobs_running", labels(ns, f'device_type="{device}"'), f"{running}x5"),
+            _series("atomfleet_jobs_dispatchable", labels(ns, device_label), f"{dispatchable}x5"),
+            _series(
+                "atomfleet_jobs_waiting",
+                labels(ns, f'{device_label},priority="LOW"'),
+                f"{dispatchable + 40}x5",
+            ),
+            _series("atomfleet_jobs_running", labels(ns, device_label), f"{running}x5"),
             _series("atomfleet_batches_open", labels(ns), "2x5"),
             _series("atomfleet_scheduler_last_loop_timestamp_seconds", labels(ns), "0+60x5"),
-        ]  # fmt: skip
+        ]
 
     for name, query in d.keda_queries().items():
         target = d.objects_of("ScaledObject")[name]["spec"]["scaleTargetRef"]["name"]

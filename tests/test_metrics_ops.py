@@ -84,7 +84,7 @@ def test_redis_memory_is_what_info_memory_says(
     found = scrape(ops_registry(sessions, redis_client, [MPS]))
     used = found.value("atomfleet_redis_memory_used_bytes")
     assert 100_000 < used < 64 * 2**30
-    configured = int(redis_client.config_get("maxmemory")["maxmemory"])
+    configured = int(str(redis_client.config_get("maxmemory")["maxmemory"]))
     assert found.value("atomfleet_redis_memory_max_bytes") == configured
     # A Redis that does not answer leaves its part out; the store's is still served
     gone = redis.Redis(port=free_port(), socket_connect_timeout=1)

@@ -23,6 +23,7 @@ from core.broker import celery_config
 from core.config import Settings
 from core.enums import DeviceType, EventKind
 from core.errors import DriverError
+from core.logs import log_context
 from core.messages import JobEvent, JobSpec
 from core.names import RUN_JOB_TASK, RedisKeys
 from core.redis_client import redis_client
@@ -80,6 +81,13 @@ class Runtime:
     def execute(self, payload: dict[str, Any]) -> None:
         """Run one job message: drop it if stale, canceled or taken, else run it and report."""
         spec = JobSpec.model_validate(payload)
+        # Every line logged while this job runs says which job (core/logs.py).
+        with log_context(
+            job_id=spec.job_id, batch_id=spec.batch_id, device_type=self.device_type.value
+        ):
+            self._execute(spec)
+
+    def _execute(self, spec: JobSpec) -> None:
         started_at = time.time()
         holder = f"{spec.attempt}:{socket.gethostname()}:{os.getpid()}"
         running = _event(spec, EventKind.RUNNING, started_at, progress=0)

@@ -172,7 +172,7 @@ class WebhookSender:
                 delivery.next_attempt_at = now + timedelta(seconds=pause * random.uniform(0.8, 1.2))
             if delivery.status != DeliveryStatus.PENDING:
                 log.info("webhook %s of batch %s: %s", delivery.id, delivery.batch_id,
-                         delivery.status.value)  # fmt: skip
+                         delivery.status.value, extra={"batch_id": delivery.batch_id})  # fmt: skip
 
 
 def _secrets_of(project: Project) -> list[str]:
