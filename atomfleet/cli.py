@@ -94,8 +94,8 @@ def cmd_worker(args: argparse.Namespace) -> None:
     app = create_celery(settings, device)
     app.worker_main(
         [
+            *celery_logs.worker_arguments(settings.log_format),  # global options: first
             "worker",
-            *celery_logs.worker_arguments(settings.log_format),
             "--queues", ",".join(device_queues(device)),
             "--concurrency", str(settings.worker_concurrency),
             # prefork for emulations (CPU), threads for a QPU client (it only waits)

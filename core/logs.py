@@ -112,6 +112,7 @@ def configure_logging(log_format: LogFormat | None = None, level: int | str = lo
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level if isinstance(level, int) else level.upper())
+    logging.captureWarnings(True)  # warnings too are lines of this format (py.warnings)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "celery", "celery.task"):
         named = logging.getLogger(name)
         for old in list(named.handlers):

@@ -106,6 +106,8 @@ class Runtime:
         final = self._run(spec, started_at)
         if final:  # DONE or ERROR (a canceled job is not counted)
             self.job_metrics.ran(final.kind, time.time() - started_at)
+            log.info("job %s attempt %d: %s in %.3f s", spec.job_id, spec.attempt,
+                     final.kind.value, time.time() - started_at)  # fmt: skip
         report = final.model_dump_json() if final else ""
         if not self.leases.finish(spec.job_id, report, retry_for_s=300):
             # Without the event the job would look lost; the lease lapses and it re-runs.
