@@ -8,14 +8,17 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import errors, openapi
+from api.access_log import AccessLogMiddleware
 from api.body import BodyLimitMiddleware
 from api.deps import Services
 from api.guard import InputGuardMiddleware
 from api.limiter import Limiter
 from api.login import PasswordHashing
 from api.metrics import ApiMetrics
+from api.ready_metric import ReadyCollector
 from api.request_metrics import RequestMetricsMiddleware
 from api.routes import batches, devices, jobs, oauth, probes
+from api.routes.probes import readiness_problems
 from api.specs_cache import SpecsCache
 from core.config import Settings
 from core.metrics import version
@@ -52,6 +55,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         hashing=PasswordHashing(settings.login_hash_threads, settings.login_hash_queue),
     )
 
+    metrics.registry.register(
+        ReadyCollector(lambda: readiness_problems(services.sessions, services.redis))
+    )
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         services.specs_cache.warm()
@@ -83,6 +90,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(InputGuardMiddleware)
     errors.install(app)
+    # One access log line per request (api/access_log.py), of what the middlewares answer too.
+    app.add_middleware(AccessLogMiddleware, router=app.router)
     # Outermost (added last): it counts what every other middleware answers too.
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics, router=app.router)
     app.include_router(batches.router)

@@ -14,6 +14,7 @@ from typing import Any
 from core.config import Settings
 from core.enums import Backend, DeviceType
 from core.lightweight import keep_light
+from core.logs import configure_logging, log_format_from_env
 
 
 def _settings() -> Settings:
@@ -52,6 +53,10 @@ def cmd_api(args: argparse.Namespace) -> None:
         host=host,
         port=port,
         log_level="warning",
+        # uvicorn's loggers go through core.logs' root handler (JSON too); the access log is
+        # api/access_log.py's, with route templates instead of raw paths.
+        log_config=None,
+        access_log=False,
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
     )
@@ -84,11 +89,15 @@ def cmd_worker(args: argparse.Namespace) -> None:
     device = DeviceType(args.device)
     if args.concurrency:
         settings.worker_concurrency = args.concurrency
+    from workers import celery_logs
+
+    celery_logs.install(settings.log_format)
     app = create_celery(settings, device)
     # A device routed to SLURM only submits and polls: an I/O-bound pool, like a QPU's.
     pool = "threads" if settings.backend(device) == Backend.SLURM else entry(device).pool
     app.worker_main(
         [
+            *celery_logs.worker_arguments(settings.log_format),  # global options: first
             "worker",
             "--queues", ",".join(device_queues(device)),
             "--concurrency", str(settings.worker_concurrency),
@@ -374,6 +383,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # Text, or one JSON object per line with ATOMFLEET_LOG_FORMAT=json (core/logs.py).
+    configure_logging(log_format_from_env(), logging.INFO)
     args = parser().parse_args(argv)
     args.func(args)

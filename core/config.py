@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -227,6 +227,19 @@ class Settings(BaseSettings):
         "the broker's visibility timeout is above it.",
     )
     progress_interval_s: float = Field(default=0.5, gt=0)
+
+    # Operations (issue 14, section 3: logs, Kubernetes)
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="text: one human line per record; json: one JSON object per line (with "
+        "batch_id, job_id, device_type where known) from every process.",
+    )
+    pod_name: str | None = Field(
+        default=None,
+        description="The worker's own pod (Kubernetes downward API): set, the worker keeps its "
+        "controller.kubernetes.io/pod-deletion-cost annotation at its busy slots, so that a "
+        "scale-down takes idle pods first.",
+    )
 
     @field_validator("secret_key")
     @classmethod

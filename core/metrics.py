@@ -16,6 +16,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from core.enums import QueuePriority
+from core.process_metrics import register_process_metrics
 
 PREFIX = "atomfleet_"
 PRIORITY_OF_RANK = {p.rank: p.value for p in QueuePriority}
@@ -48,8 +49,10 @@ class BuildInfo(Collector):
         yield family
 
 
-def new_registry() -> CollectorRegistry:
-    """A process's registry, with its build info.
+def new_registry(process_tree: bool = False) -> CollectorRegistry:
+    """A process's registry, with its build info and its process metrics (CPU, memory, file
+    descriptors: `core.process_metrics`; `process_tree`: summed over this process and its
+    descendants, for a prefork worker's parent).
 
     The `_created` series of counters and histograms are turned off: they would be
     extra series whose names are not in the list of metrics, and nobody queries them.
@@ -57,6 +60,7 @@ def new_registry() -> CollectorRegistry:
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
     registry = CollectorRegistry(auto_describe=True)
     registry.register(BuildInfo())
+    register_process_metrics(registry, tree=process_tree)
     return registry
 
 

@@ -138,7 +138,7 @@ def apply_events(session: Session, events: list[JobEvent]) -> None:
     batch_of = batch_ids_of(session, (e.job_id for e in events))
     unknown = {e.job_id for e in events} - set(batch_of)
     for job_id in unknown:
-        log.warning("event for unknown job %s", job_id)
+        log.warning("event for unknown job %s", job_id, extra={"job_id": job_id})
     events = [e for e in events if e.job_id in batch_of]
     if not events:
         return

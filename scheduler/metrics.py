@@ -20,6 +20,7 @@ LOOP_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
 LOOPS = ("dispatch", "events", "reconcile", "watch", "positions", "retention")
 # What the scheduler's own transactions end jobs in (cancels are the API's).
 ENDED_HERE = (JobStatus.DONE, JobStatus.ERROR)
+WEBHOOK_OUTCOMES = ("delivered", "rejected", "unreachable", "refused", "gone")
 
 
 class SchedulerMetrics:
@@ -48,6 +49,15 @@ class SchedulerMetrics:
             "Job results deleted by the results retention (ATOMFLEET_RESULTS_RETENTION_DAYS).",
             registry=registry,
         )
+        self.webhook_attempts = Counter(
+            "atomfleet_webhook_attempts_total",
+            "Webhook delivery attempts, by outcome: delivered (2xx), rejected (another "
+            "status), unreachable (no answer), refused (a private address), gone (410).",
+            ["outcome"],
+            registry=registry,
+        )
+        for outcome in WEBHOOK_OUTCOMES:
+            self.webhook_attempts.labels(outcome)
         self.queue_wait = Histogram(
             "atomfleet_job_queue_wait_seconds",
             "From a job's submission to its start on a worker.",
@@ -79,6 +89,9 @@ class SchedulerMetrics:
             self.requeued.labels(device.value)
             self.queue_wait.labels(device.value)
             self.run_time.labels(device.value)
+
+    def webhook_attempted(self, outcome: str) -> None:
+        self.webhook_attempts.labels(outcome).inc()
 
     def observe_loop(self, name: str, seconds: float) -> None:
         if name in self.loop_seconds:

@@ -31,6 +31,11 @@ from scheduler.models import Job, utcnow
 log = logging.getLogger(__name__)
 
 
+def job_fields(job: Job) -> dict[str, str]:
+    """A job's ids for a log line (core/logs.py)."""
+    return {"job_id": job.id, "batch_id": job.batch_id, "device_type": job.device_type.value}
+
+
 class Reconciler:
     """Requeues a dispatched job once it has been unaccounted for during `lost_grace_s`.
 
@@ -142,9 +147,11 @@ class Reconciler:
                 if job.attempt >= self.settings.max_attempts:
                     job.errors = [lost_reason(self._deaths(job.id), job.attempt)]
                     book.move(batch, job, JobStatus.ERROR, now)
-                    log.warning("job %s failed after %d lost attempts", job.id, job.attempt)
+                    log.warning("job %s failed after %d lost attempts", job.id, job.attempt,
+                                extra=job_fields(job))  # fmt: skip
                     continue
-                log.warning("job %s (attempt %d) was lost; queueing it again", job.id, job.attempt)
+                log.warning("job %s (attempt %d) was lost; queueing it again", job.id,
+                            job.attempt, extra=job_fields(job))  # fmt: skip
                 book.requeue(batch, job, now)
 
 

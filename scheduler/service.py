@@ -42,6 +42,7 @@ from scheduler.estimates import WAKE_S, OrderPublisher
 from scheduler.events import EventsConsumer
 from scheduler.loop_clock import LoopClock
 from scheduler.metrics import SchedulerMetrics
+from scheduler.ops_collector import OpsCollector
 from scheduler.qpu_watch import QpuWatch
 from scheduler.reactions import redis_reactor
 from scheduler.reconcile import Reconciler
@@ -106,7 +107,7 @@ def build(settings: Settings, devices: list[DeviceType]) -> Scheduler:
     watch = FleetWatch(settings, client(), devices)
     qpus = QpuWatch(settings, client())
     timeouts = OpenBatchTimeouts(settings, sessions)
-    webhooks = WebhookSender(settings, sessions)
+    webhooks = WebhookSender(settings, sessions, metrics.webhook_attempted)
     positions = OrderPublisher(settings, sessions, client(WAKE_S))
     loops = [
         Loop("dispatch", dispatcher.step, dispatcher.wait, gap_s=settings.dispatch_idle_wait_s),
@@ -155,6 +156,7 @@ def build(settings: Settings, devices: list[DeviceType]) -> Scheduler:
     )
     collector = FleetCollector(sessions, scrape_client, dispatcher.keys, devices, clock)
     metrics.registry.register(collector)
+    metrics.registry.register(OpsCollector(sessions, scrape_client, devices))
     return Scheduler(loops, clock, metrics, collector)
 
 

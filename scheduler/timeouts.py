@@ -65,4 +65,5 @@ class OpenBatchTimeouts:
             running = sum(batch.counts()[s] for s in ACTIVE_JOB_STATUSES)
             batch.end_datetime = now if not running else batch.end_datetime
             batch.updated_at = now
-            log.info("open batch %s timed out; %d pending jobs canceled", batch_id, len(jobs))
+            log.info("open batch %s timed out; %d pending jobs canceled", batch_id, len(jobs),
+                     extra={"batch_id": batch_id})  # fmt: skip

@@ -34,6 +34,9 @@ PROMETHEUS_DIR = DEPLOY / "prometheus"
 KUBERNETES_DIR = DEPLOY / "kubernetes"
 GRAFANA_DIR = DEPLOY / "grafana"
 
+# The namespace of the manifests; alerts and KEDA queries keep to it.
+INSTALL_NAMESPACE = "atomfleet"
+
 # Grafana's variables, replaced by what a query for every device over a short window reads.
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$device_type": ".*"}
 
@@ -183,6 +186,11 @@ LABEL_VALUES = {
     "method": ("POST", "GET"),
     "code": ("201", "422", "500"),
     "version": ("0.1.0",),
+    "outcome": ("delivered", "rejected", "unreachable", "refused", "gone"),
+    "implementation": ("CPython",),
+    "major": ("3",),
+    "minor": ("12",),
+    "patchlevel": ("3",),
 }
 STATUS_VALUES = {
     "atomfleet_jobs": ("PENDING", "RUNNING", "DONE", "ERROR", "CANCELED"),
@@ -190,8 +198,9 @@ STATUS_VALUES = {
     "atomfleet_jobs_finished_total": ("DONE", "ERROR", "CANCELED"),
     "atomfleet_worker_jobs_total": ("DONE", "ERROR"),
 }
-# Each waiting series (device x priority) holds 2 jobs, each running series 1.
-WAITING_PER_PRIORITY, RUNNING_PER_DEVICE = 2, 1
+# Each waiting series (device x priority) holds 2 jobs, each running series 1; of the 6
+# waiting jobs of a device, 5 are dispatchable (one held back by a project's cap).
+WAITING_PER_PRIORITY, RUNNING_PER_DEVICE, DISPATCHABLE_PER_DEVICE = 2, 1, 5
 
 
 def _label_sets(metric_name: str, labels: tuple[str, ...]) -> list[dict[str, str]]:
@@ -224,6 +233,7 @@ def exposition(process: str, scrape: int) -> str:
             value: float = {
                 "atomfleet_jobs_waiting": WAITING_PER_PRIORITY,
                 "atomfleet_jobs_running": RUNNING_PER_DEVICE,
+                "atomfleet_jobs_dispatchable": DISPATCHABLE_PER_DEVICE,
                 "atomfleet_scheduler_last_loop_timestamp_seconds": time.time(),
                 "atomfleet_device_stalled": 0,
             }.get(m.name, 1)
@@ -313,7 +323,11 @@ def prometheus_server(
                 "job_name": job,
                 "metrics_path": path,
                 "static_configs": [
-                    {"targets": [t.address for t in targets if (t.job, t.path) == (job, path)]}
+                    {
+                        "targets": [t.address for t in targets if (t.job, t.path) == (job, path)],
+                        # What Kubernetes service discovery adds (the manifests' namespace).
+                        "labels": {"namespace": INSTALL_NAMESPACE},
+                    }
                 ],
             }
             for job, path in dict.fromkeys((t.job, t.path) for t in targets)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 Kind = Literal["counter", "gauge", "histogram"]
-Process = Literal["api", "scheduler", "worker", "slurm_worker"]
+Process = Literal["api", "scheduler", "worker", "slurm_worker", "keda"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,11 @@ class Metric:
 _S: tuple[Process, ...] = ("scheduler",)
 _A: tuple[Process, ...] = ("api",)
 _W: tuple[Process, ...] = ("worker",)
+_ALL: tuple[Process, ...] = ("api", "scheduler", "worker")
+# KEDA's operator (>= 2.14 names). Scraped from KEDA's namespace, its own `namespace` label
+# (the ScaledObject's) becomes `exported_namespace` unless the scrape honours labels.
+_K: tuple[Process, ...] = ("keda",)
+KEDA_LABELS = ("namespace", "exported_namespace", "scaledObject")
 
 METRICS: tuple[Metric, ...] = (
     # Scheduler: gauges derived from the store at scrape time (exact), counters and histograms.
@@ -146,6 +151,43 @@ METRICS: tuple[Metric, ...] = (
     Metric(
         "atomfleet_build_info", "gauge", ("version",), ("api", "scheduler", "worker"), "always 1"
     ),
+    # Operations (issue 14 section 3)
+    Metric(
+        "atomfleet_jobs_dispatchable",
+        "gauge",
+        ("device_type",),
+        _S,
+        "PENDING jobs not held back by a project's running cap (KEDA's demand)",
+    ),
+    Metric("atomfleet_redis_memory_used_bytes", "gauge", (), _S, "Redis used_memory"),
+    Metric("atomfleet_redis_memory_max_bytes", "gauge", (), _S, "Redis maxmemory (0: none)"),
+    Metric("atomfleet_webhook_attempts_total", "counter", ("outcome",), _S, "webhook attempts"),
+    Metric("atomfleet_api_ready", "gauge", (), _A, "1 while the database and Redis answer"),
+    # Process metrics of every process (a worker's: its parent and pool children summed)
+    Metric("process_cpu_seconds_total", "counter", (), _ALL, "user and system CPU"),
+    Metric("process_resident_memory_bytes", "gauge", (), _ALL, "resident memory"),
+    Metric("process_virtual_memory_bytes", "gauge", (), _ALL, "virtual memory"),
+    Metric("process_open_fds", "gauge", (), _ALL, "open file descriptors"),
+    Metric("process_max_fds", "gauge", (), _ALL, "file descriptor limit"),
+    Metric("process_start_time_seconds", "gauge", (), _ALL, "start, Unix time"),
+    Metric(
+        "python_info",
+        "gauge",
+        ("implementation", "major", "minor", "patchlevel", "version"),
+        _ALL,
+        "the Python that runs",
+    ),
+    # KEDA's own, for AtomfleetAutoscalerFailing
+    Metric(
+        "keda_scaled_object_errors_total", "counter", KEDA_LABELS, _K, "a ScaledObject's errors"
+    ),
+    Metric(
+        "keda_scaler_detail_errors_total",
+        "counter",
+        (*KEDA_LABELS, "scaler", "scalerIndex", "metric", "type", "triggerIndex"),
+        _K,
+        "a scaler's errors",
+    ),
 )
 
 BY_NAME: dict[str, Metric] = {m.name: m for m in METRICS}
@@ -153,5 +195,6 @@ BY_NAME: dict[str, Metric] = {m.name: m for m in METRICS}
 # Every series name a query may select, mapped to its metric.
 SERIES: dict[str, Metric] = {s: m for m in METRICS for s in m.series_names()}
 
-# Labels every scraped series carries besides its own.
-TARGET_LABELS = frozenset({"job", "instance"})
+# Labels every scraped series carries besides its own: Kubernetes service discovery adds
+# `namespace` (compose's prometheus.yml sets it too), so that queries keep to one install.
+TARGET_LABELS = frozenset({"job", "instance", "namespace"})

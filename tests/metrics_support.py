@@ -26,7 +26,8 @@ from tests.sequences import parametrized_sweep
 
 # Label values that only ever come from a small closed set; anything else (an id, a raw
 # path) in a label is a bug.
-ALLOWED_LABELS = {"device_type", "priority", "status", "route", "method", "code", "version", "le"}
+ALLOWED_LABELS = {"device_type", "priority", "status", "route", "method", "code", "version", "le",
+                  "outcome", "implementation", "major", "minor", "patchlevel"}  # fmt: skip
 
 
 @dataclass(frozen=True)

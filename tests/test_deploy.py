@@ -42,6 +42,10 @@ EXPECTED_ALERTS = {
     "AtomfleetSchedulerLoopStalled",
     "AtomfleetApiErrorRatioHigh",
     "AtomfleetDeviceStalled",
+    "AtomfleetApiDown",
+    "AtomfleetRedisMemoryNearLimit",
+    "AtomfleetWebhookDeliveriesFailing",
+    "AtomfleetAutoscalerFailing",
 }
 # Served by default (core/catalog.py) but deployed only on demand (deploy/README.md).
 UNDEPLOYED_DEFAULT_DEVICES = {DeviceType.EMU_TN}  # the legacy name of EMU_MPS
@@ -498,7 +502,10 @@ def test_every_emulator_worker_is_autoscaled_by_keda_on_its_jobs() -> None:
             (s.name, dict((lab, v) for lab, _, v in s.matchers).get("device_type"))
             for s in selectors(meta["query"])
         }
-        assert {("atomfleet_jobs_waiting", device), ("atomfleet_jobs_running", device)} <= found
+        assert {
+            ("atomfleet_jobs_dispatchable", device),
+            ("atomfleet_jobs_running", device),
+        } <= found
     emulators = {
         x
         for x in _deployed_devices(_configmap()["ATOMFLEET_DEVICES"])
@@ -507,17 +514,18 @@ def test_every_emulator_worker_is_autoscaled_by_keda_on_its_jobs() -> None:
     assert set(devices) == emulators
 
 
-def test_the_keda_queries_count_waiting_plus_running_jobs_and_fail_without_the_scheduler(
+def test_the_keda_queries_count_dispatchable_plus_running_jobs_and_fail_without_the_scheduler(
     promtool: str, tmp_path: Path
 ) -> None:
-    scheduler = 'job="atomfleet-scheduler",instance="scheduler:9101"'
+    scheduler = 'namespace="atomfleet",job="atomfleet-scheduler",instance="scheduler:9101"'
     loop = {
         "series": f"atomfleet_scheduler_last_loop_timestamp_seconds{{{scheduler}}}",
         "values": "0+60x5",
     }
     store = {"series": f"atomfleet_batches_open{{{scheduler}}}", "values": "3x5"}
     api_only = {
-        "series": 'atomfleet_build_info{version="0.1.0",job="atomfleet-api",instance="api:8000"}',
+        "series": 'atomfleet_build_info{version="0.1.0",namespace="atomfleet",job="atomfleet-api",'
+        'instance="api:8000"}',
         "values": "1x5",
     }
     tests = []
@@ -526,29 +534,19 @@ def test_the_keda_queries_count_waiting_plus_running_jobs_and_fail_without_the_s
         target = d.objects_of("ScaledObject")[name]["spec"]["scaleTargetRef"]["name"]
         device = deployments[target]["metadata"]["labels"]["atomfleet.io/device-type"]
 
-        def waiting(priority: str, value: int, dev: str = device) -> dict[str, str]:
-            labels = f'device_type="{dev}",priority="{priority}",{scheduler}'
-            return {"series": f"atomfleet_jobs_waiting{{{labels}}}", "values": f"{value}x5"}
+        def waiting(value: int, dev: str = device) -> dict[str, str]:
+            labels = f'device_type="{dev}",{scheduler}'
+            return {"series": f"atomfleet_jobs_dispatchable{{{labels}}}", "values": f"{value}x5"}
 
         def running(value: int, dev: str = device) -> dict[str, str]:
             labels = f'device_type="{dev}",{scheduler}'
             return {"series": f"atomfleet_jobs_running{{{labels}}}", "values": f"{value}x5"}
 
         cases = [
-            # waiting at two levels plus running; another device's jobs are not counted
-            (
-                [
-                    waiting("HIGH", 2),
-                    waiting("LOW", 3),
-                    running(4),
-                    waiting("HIGH", 50, "X"),
-                    loop,
-                    store,
-                ],
-                [9],
-            ),
+            # dispatchable plus running; another device's jobs are not counted
+            ([waiting(5), running(4), waiting(50, "X"), loop, store], [9]),
             # the queue is empty but a job runs: its worker must stay
-            ([waiting("HIGH", 0), running(1), loop, store], [1]),
+            ([waiting(0), running(1), loop, store], [1]),
             # nothing of this device exported at all: zero, as one sample
             ([running(7, "X"), loop, store], [0]),
             # no scheduler scraped: no sample, so KEDA errs and falls back instead of scaling down
@@ -727,7 +725,7 @@ def test_every_query_and_alert_evaluates_on_a_real_prometheus(tmp_path: Path) ->
             assert live.query(d.substitute_grafana_variables(expr)), f"{where} reads nothing"
         for name, query in d.keda_queries().items():
             [sample] = live.query(query)
-            expected = 3 * d.WAITING_PER_PRIORITY + d.RUNNING_PER_DEVICE
+            expected = d.DISPATCHABLE_PER_DEVICE + d.RUNNING_PER_DEVICE
             assert float(sample["value"][1]) == expected, name
         for rule in d.alert_rules().values():
             live.query(rule["expr"])  # evaluates without a matching error on realistic series

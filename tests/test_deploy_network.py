@@ -17,6 +17,7 @@ from tests import deploy_support as d
 
 DEFAULT_PORTS = {"http": 80, "https": 443, "redis": 6379, "rediss": 6379, "postgresql": 5432}
 PROBES = {"/metrics", "/healthz", "/readyz"}
+KUBERNETES_API = {443, 6443}  # the `kubernetes` Service's port and its endpoints' usual one
 
 
 def _pods() -> dict[str, tuple[dict[str, str], list[dict[str, Any]]]]:
@@ -146,10 +147,11 @@ def test_each_process_may_reach_what_it_needs_and_workers_never_the_database() -
     needs = {
         "api": {postgres, redis},
         "scheduler": {postgres, redis, *qpus},
-        "worker": {redis},
+        # and the Kubernetes API server, for its pod deletion cost (workers/pod_cost.py)
+        "worker": {redis, *KUBERNETES_API},
         "migrate": {postgres},
     }
-    everything = {postgres, redis, *qpus}
+    everything = {postgres, redis, *qpus, *KUBERNETES_API}
     for where, (labels, _) in _pods().items():
         rules = _egress(labels)
         assert _reaches(rules, 53, "UDP") == "anywhere", f"{where}: no DNS"
@@ -159,7 +161,9 @@ def test_each_process_may_reach_what_it_needs_and_workers_never_the_database() -
         for port in wanted:
             assert _reaches(rules, port) == "anywhere", f"{where} cannot reach port {port}"
         for port in everything - wanted:
-            assert _reaches(rules, port) is None, f"{where} may reach port {port}"
+            # (the scheduler's webhooks reach public addresses on any port, 6443 included)
+            allowed = {None, "public"} if port in KUBERNETES_API else {None}
+            assert _reaches(rules, port) in allowed, f"{where} may reach port {port}"
     # Webhooks: the scheduler alone reaches public addresses on any port, never private ones
     scheduler = _egress(
         {"app.kubernetes.io/name": "atomfleet", "app.kubernetes.io/component": "scheduler"}

@@ -23,6 +23,7 @@ from core.broker import celery_config, flag_ttl_s
 from core.config import Settings
 from core.enums import DeviceType, EventKind
 from core.errors import DriverError
+from core.logs import log_context
 from core.messages import JobEvent, JobSpec
 from core.names import RUN_JOB_TASK, RedisKeys
 from core.redis_client import redis_client
@@ -34,6 +35,7 @@ from workers.events import EventPublisher
 from workers.heartbeat import Heartbeat
 from workers.lease import Claim, JobInterrupted, Leases
 from workers.metrics import WorkerMetrics
+from workers.pod_cost import PodCost, PodCostUpdater
 from workers.progress import ProgressReporter
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,13 @@ class Runtime:
     def execute(self, payload: dict[str, Any]) -> None:
         """Run one job message: drop it if stale, canceled or taken, else run it and report."""
         spec = JobSpec.model_validate(payload)
+        # Every line logged while this job runs says which job (core/logs.py).
+        with log_context(
+            job_id=spec.job_id, batch_id=spec.batch_id, device_type=self.device_type.value
+        ):
+            self._execute(spec)
+
+    def _execute(self, spec: JobSpec) -> None:
         started_at = time.time()
         holder = f"{spec.attempt}:{socket.gethostname()}:{os.getpid()}"
         running = _event(spec, EventKind.RUNNING, started_at, progress=0)
@@ -98,6 +107,8 @@ class Runtime:
         final = self._run(spec, started_at)
         if final:  # DONE or ERROR (a canceled job is not counted)
             self.job_metrics.ran(final.kind, time.time() - started_at)
+            log.info("job %s attempt %d: %s in %.3f s", spec.job_id, spec.attempt,
+                     final.kind.value, time.time() - started_at)  # fmt: skip
         report = final.model_dump_json() if final else ""
         if not self.leases.finish(spec.job_id, report, retry_for_s=300):
             # Without the event the job would look lost; the lease lapses and it re-runs.
@@ -228,6 +239,12 @@ def create_celery(settings: Settings, device_type: DeviceType) -> Celery:
     task_received.connect(lambda **_: heartbeat.on_received(), weak=False)
     worker_ready.connect(lambda **_: heartbeat.start(), weak=False)
     worker_shutdown.connect(lambda **_: heartbeat.stop(), weak=False)
+    # In Kubernetes: busy pods carry a higher deletion cost, so a scale-down takes idle ones.
+    pod_cost = PodCost.in_cluster(settings.pod_name)
+    if pod_cost is not None:
+        updater = PodCostUpdater(pod_cost, busy=lambda: len(worker_state.reserved_requests))
+        worker_ready.connect(lambda **_: updater.start(), weak=False)
+        worker_shutdown.connect(lambda **_: updater.stop(), weak=False)
     # Served by the parent once its pool is forked (the first children do not inherit the
     # listening socket); the children's job counts reach it through multiprocess files.
     worker_ready.connect(lambda **_: metrics.serve(settings, heartbeat.health), weak=False)

@@ -56,8 +56,9 @@ class WorkerMetrics:
 
 
 def served_registry() -> CollectorRegistry:
-    """The parent's registry: every process's files summed, and the build info."""
-    registry = new_registry()
+    """The parent's registry: every process's files summed, the build info, and the process
+    metrics of the parent and its pool children together."""
+    registry = new_registry(process_tree=True)
     if ENV in os.environ:
         MultiProcessCollector(registry, path=os.environ[ENV])  # type: ignore[no-untyped-call]
     return registry

@@ -14,6 +14,7 @@ import redis
 from fastapi import APIRouter, Request
 from prometheus_client.exposition import choose_encoder
 from sqlalchemy import text
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.responses import Response
 
 from api.deps import ServicesDep
@@ -34,17 +35,23 @@ def healthz() -> Response:
 @router.get("/readyz", summary="Readiness", responses={503: {"model": ErrorEnvelope}})
 def readyz(svc: ServicesDep) -> Response:
     """200 when the store and Redis answer, else 503 naming which does not."""
+    problems = readiness_problems(svc.sessions, svc.redis)
+    return failure(503, problems) if problems else success({"ok": True})
+
+
+def readiness_problems(sessions: sessionmaker[Session], client: redis.Redis) -> list[str]:
+    """What keeps this process from serving: the database or Redis not answering."""
     problems = []
     try:
-        with svc.sessions() as session:
+        with sessions() as session:
             session.execute(text("SELECT 1"))
     except Exception as exc:  # noqa: BLE001  # any failure of the store means not ready
         problems.append(f"database: {exc}")
     try:
-        svc.redis.ping()
+        client.ping()
     except redis.RedisError as exc:
         problems.append(f"redis: {exc}")
-    return failure(503, problems) if problems else success({"ok": True})
+    return problems
 
 
 @router.get(

@@ -17,6 +17,7 @@ import random
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
@@ -43,13 +44,26 @@ class Outcome:
     status_code: int | None
     error: str | None = None
 
+    def kind(self) -> str:
+        """delivered, gone, rejected, refused or unreachable (the metric's `outcome`)."""
+        code = self.status_code
+        if code is not None:
+            return "delivered" if 200 <= code < 300 else "gone" if code == 410 else "rejected"
+        return "refused" if self.error and self.error.startswith("refused") else "unreachable"
+
 
 class WebhookSender:
     interval_s = 1.0
 
-    def __init__(self, settings: Settings, sessions: sessionmaker[Session]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        on_attempt: Callable[[str], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.sessions = sessions
+        self.on_attempt = on_attempt  # told each attempt's outcome (the metrics)
         self._pool = ThreadPoolExecutor(CLAIM_BATCH, thread_name_prefix="webhook")
 
     def deliver_once(self) -> int:
@@ -90,6 +104,8 @@ class WebhookSender:
             secrets = [self._ensure_secret(delivery.project_id)]
         outcome = self._post(url, delivery_id, body, secrets)
         self._record(delivery_id, outcome)
+        if self.on_attempt is not None:
+            self.on_attempt(outcome.kind())
 
     def _ensure_secret(self, project_id: str) -> str:
         with self.sessions.begin() as session:
@@ -156,7 +172,7 @@ class WebhookSender:
                 delivery.next_attempt_at = now + timedelta(seconds=pause * random.uniform(0.8, 1.2))
             if delivery.status != DeliveryStatus.PENDING:
                 log.info("webhook %s of batch %s: %s", delivery.id, delivery.batch_id,
-                         delivery.status.value)  # fmt: skip
+                         delivery.status.value, extra={"batch_id": delivery.batch_id})  # fmt: skip
 
 
 def _secrets_of(project: Project) -> list[str]:
